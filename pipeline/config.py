@@ -1,0 +1,31 @@
+"""All configuration in one place: environment variables prefixed ``AIOPS_`` (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. The README's configuration table documents each field."""
+
+    model_config = SettingsConfigDict(env_prefix="AIOPS_", env_file=".env", extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    app_id: str = Field("aiops-sentry", description="Faust application id: the consumer group and table prefix.")
+    topic_partitions: int = Field(6, ge=1, le=1024, description="Partitions of every aiops.* topic when created.")
+    topic_replication: int = Field(1, ge=1, le=16, description="Replication factor of topics when created.")
+    metrics_retention_hours: int = Field(72, ge=1, description="Retention of raw metric and internal topics.")
+    events_retention_hours: int = Field(24 * 14, ge=1, description="Retention of anomaly, action and DLQ topics.")
+    data_dir: Path = Field(Path(".aiops"), description="Worker state: Faust table stores and local files.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="json lines for machines, text for people.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,38 @@
+"""Event contracts: the one definition of every event that crosses a topic or the HTTP API.
+
+Every event carries ``schema_version``; every topic uses :mod:`schemas.codec`.
+"""
+
+from schemas.actions import ActionRequest, ActionResult, ActionStatus, ActionType, TargetType
+from schemas.anomalies import Anomaly, Severity
+from schemas.codec import DecodeError, decode, encode
+from schemas.common import Event
+from schemas.deadletter import DeadLetter
+from schemas.health import HealthStatus, ServiceHealth
+from schemas.logs import LogBatch, LogLevel, LogRecord
+from schemas.metrics import STANDARD_METRICS, MetricBatch, MetricSample
+from schemas.windows import WindowAggregate
+
+__all__ = [
+    "STANDARD_METRICS",
+    "ActionRequest",
+    "ActionResult",
+    "ActionStatus",
+    "ActionType",
+    "Anomaly",
+    "DeadLetter",
+    "DecodeError",
+    "Event",
+    "HealthStatus",
+    "LogBatch",
+    "LogLevel",
+    "LogRecord",
+    "MetricBatch",
+    "MetricSample",
+    "ServiceHealth",
+    "Severity",
+    "TargetType",
+    "WindowAggregate",
+    "decode",
+    "encode",
+]

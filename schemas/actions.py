@@ -1,0 +1,99 @@
+"""Action requests (``aiops.actions.requests``) and their results (``aiops.actions.results``).
+
+Field names follow the seed's action endpoints, so a manual request from the dashboard and
+one from the policy are the same event.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import uuid4
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from schemas.common import CaseInsensitive, Event, ServiceName, ShortText, UtcDatetime, utc_now
+
+ActionId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+"""The idempotency key: a redelivered request with the same id is never executed twice."""
+
+K8sName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")]
+Replicas = Annotated[int, Field(strict=True, ge=0, le=1000)]
+
+
+class ActionType(StrEnum):
+    RESTART_DEPLOYMENT = "restart_deployment"
+    SCALE_DEPLOYMENT = "scale_deployment"
+    ROLLOUT_RESTART = "rollout_restart"
+
+
+class TargetType(StrEnum):
+    GKE = "gke"
+    CLOUD_RUN = "cloud_run"
+
+
+_TARGET_SPELLINGS = {"gke": TargetType.GKE, "cloudrun": TargetType.CLOUD_RUN}
+
+
+def _target_type(value: Any) -> Any:
+    # The dashboard sends gke/cloud_run, older clients GKE/CloudRun.
+    if isinstance(value, str):
+        return _TARGET_SPELLINGS.get(re.sub(r"[^a-z]", "", value.lower()), value)
+    return value
+
+
+class ActionStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILED = "failed"
+    DRY_RUN = "dry_run"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+
+
+class ActionRequest(Event):
+    action_id: ActionId = Field(default_factory=lambda: uuid4().hex)
+    action_type: Annotated[ActionType, CaseInsensitive]
+    service_name: ServiceName
+    target_type: Annotated[TargetType, BeforeValidator(_target_type)]
+    cluster_name: ShortText | None = None
+    region: ShortText | None = None
+    project: ShortText | None = None
+    namespace: K8sName = "default"
+    replicas: Replicas | None = None
+    min_replicas: Replicas | None = None
+    max_replicas: Replicas | None = None
+    reason: ShortText | None = None
+    triggered_by: ShortText = "manual"
+    requested_at: UtcDatetime = Field(default_factory=utc_now)
+    anomaly_id: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _target_is_complete(self) -> ActionRequest:
+        if self.target_type is TargetType.GKE and not self.cluster_name:
+            raise ValueError("cluster_name is required when target_type is gke")
+        if self.target_type is TargetType.CLOUD_RUN and not self.region:
+            raise ValueError("region is required when target_type is cloud_run")
+        if self.action_type is ActionType.SCALE_DEPLOYMENT and (
+            self.replicas is None and self.min_replicas is None and self.max_replicas is None
+        ):
+            raise ValueError("scale_deployment needs replicas, min_replicas or max_replicas")
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class ActionResult(Event):
+    """Every request ends in at least one result: nothing is silently dropped."""
+
+    action_id: ActionId
+    action_type: ActionType
+    status: ActionStatus
+    message: ShortText
+    service_name: ServiceName
+    target_type: TargetType
+    triggered_by: ShortText = "manual"
+    timestamp: UtcDatetime = Field(default_factory=utc_now)
+    metadata: Annotated[dict[str, Any], Field(max_length=64)] = Field(default_factory=dict)

@@ -1,0 +1,43 @@
+"""Anomaly events on ``aiops.anomalies``; field names follow the seed API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+from uuid import uuid4
+
+from pydantic import Field
+
+from schemas.common import (
+    CaseInsensitive,
+    Event,
+    FiniteFloat,
+    MetricName,
+    ServiceName,
+    ShortText,
+    UnitScore,
+    UtcDatetime,
+)
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Anomaly(Event):
+    id: Annotated[str, Field(min_length=1, max_length=128)] = Field(default_factory=lambda: uuid4().hex)
+    timestamp: UtcDatetime
+    service_name: ServiceName
+    metric_name: MetricName
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    anomaly_score: UnitScore
+    expected_value: FiniteFloat
+    actual_value: FiniteFloat
+    severity: Annotated[Severity, CaseInsensitive]
+    is_anomaly: bool = True
+    model: ShortText
+    metric_values: Annotated[dict[MetricName, FiniteFloat], Field(max_length=256)] = Field(default_factory=dict)
