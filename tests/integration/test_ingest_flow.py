@@ -1,0 +1,65 @@
+"""A real worker on a real broker: good samples pass once each, bad records reach the DLQ with reasons."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from pipeline import topics
+from schemas import DeadLetter, MetricSample, decode
+from tests.support import consume_until, produce
+
+pytestmark = pytest.mark.integration
+
+
+def sample(service: str, value: float, second: int = 0) -> dict:
+    return {"timestamp": f"2026-01-05T10:00:{second:02d}Z", "service_name": service, "metric_name": "latency_p95", "value": value}
+
+
+async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka_bootstrap, start_worker):
+    service = f"svc-{uuid.uuid4().hex[:8]}"
+    key = service.encode()
+    good = [sample(service, float(i), i) for i in range(5)]
+    batch = {"metrics": [sample(service, 100.0 + i, 10 + i) for i in range(3)] + [sample(service, 0) | {"value": "high"}]}
+    bad = {
+        b"{not json": "Invalid JSON",
+        json.dumps({"service_name": service, "metric_name": "cpu_usage", "value": 1}).encode(): "timestamp: Field required",
+        json.dumps(sample(service, 0) | {"value": "NaN"}).encode(): "value: Input should be a valid number",
+        b'{"timestamp":"2026-01-05T10:00:00Z","service_name":"a","metric_name":"m","value":NaN}': "value: Input should be a finite number",
+        json.dumps(sample(service, 0) | {"metric_name": 7}).encode(): "metric_name: Input should be a valid string",
+        b"\xff\xfe": "Invalid JSON",
+    }
+    sentinel = sample(service, 999.0, 59)
+    records = [(key, json.dumps(doc).encode()) for doc in good]
+    records += [(key, json.dumps(batch).encode())] + [(key, raw) for raw in bad]
+
+    worker = start_worker()
+    await produce(kafka_bootstrap, topics.METRICS.name, records)
+    # Sent after the bad records on the same partition: once it is out, the worker got past them.
+    await produce(kafka_bootstrap, topics.METRICS.name, [(key, json.dumps(sentinel).encode())])
+
+    forwarded = await consume_until(
+        kafka_bootstrap,
+        topics.METRIC_SAMPLES.name,
+        lambda got: any(decode(MetricSample, r.value).value == 999.0 for r in got),
+        keep=lambda record: record.key == key,
+    )
+    values = sorted(decode(MetricSample, r.value).value for r in forwarded)
+    assert values == [0.0, 1.0, 2.0, 3.0, 4.0, 100.0, 101.0, 102.0, 999.0], worker.output()
+
+    expected_letters = len(bad) + 1
+    letters = await consume_until(
+        kafka_bootstrap,
+        topics.METRICS_DLQ.name,
+        lambda got: len(got) >= expected_letters,
+        keep=lambda record: record.key == key,
+    )
+    reasons = [decode(DeadLetter, r.value).reason for r in letters]
+    assert len(reasons) == expected_letters
+    assert any(reason.startswith("metrics.3.value:") for reason in reasons)
+    for expected in bad.values():
+        assert any(expected in reason for reason in reasons), (expected, reasons)
+    assert all(decode(DeadLetter, r.value).source_topic == topics.METRICS.name for r in letters)
+    assert worker.alive(), worker.output()
