@@ -65,6 +65,10 @@ class ActionRequest(Event):
     replicas: Replicas | None = None
     min_replicas: Replicas | None = None
     max_replicas: Replicas | None = None
+    scale_factor: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] | None = None
+    """Relative scaling: multiply the current maximum (HPA max, Cloud Run max instances) by this."""
+    replica_cap: Replicas | None = None
+    """With ``scale_factor``: never go above this many."""
     reason: ShortText | None = None
     triggered_by: ShortText = "manual"
     requested_at: UtcDatetime = Field(default_factory=utc_now)
@@ -77,9 +81,9 @@ class ActionRequest(Event):
         if self.target_type is TargetType.CLOUD_RUN and not self.region:
             raise ValueError("region is required when target_type is cloud_run")
         if self.action_type is ActionType.SCALE_DEPLOYMENT and (
-            self.replicas is None and self.min_replicas is None and self.max_replicas is None
+            self.replicas is None and self.min_replicas is None and self.max_replicas is None and self.scale_factor is None
         ):
-            raise ValueError("scale_deployment needs replicas, min_replicas or max_replicas")
+            raise ValueError("scale_deployment needs replicas, min_replicas, max_replicas or scale_factor")
         if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
         return self

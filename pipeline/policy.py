@@ -1,0 +1,241 @@
+"""Turn anomalies into action requests, under cooldowns, incident dedup and a circuit breaker.
+
+The rules and the service catalog come from one YAML or TOML file (``AIOPS_POLICY_FILE``).
+All timing uses event time (the anomaly's window end), so replaying the same anomalies
+after a restart makes the same decisions; the state is kept in a Faust table by the agent.
+
+- An *incident* is a run of anomalies of one service matching one rule, with gaps shorter
+  than ``incident_gap_seconds``. It fires at most one request, once ``consecutive``
+  adjacent windows matched: one incident, one action.
+- A *cooldown* per (service, action) blocks the same action again for ``cooldown_seconds``.
+- The *circuit breaker* allows at most ``breaker_max_actions`` requests per
+  ``breaker_window_seconds`` over all services.
+A request held back by the cooldown or the breaker is reported as a ``rejected`` result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, Severity, TargetType
+from schemas.codec import describe
+from schemas.common import MetricName, ServiceName
+
+_SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GkeTarget(_Strict):
+    type: Literal["gke"]
+    cluster: str = Field(min_length=1)
+    namespace: str = "default"
+
+
+class CloudRunTarget(_Strict):
+    type: Literal["cloud_run"]
+    project: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+
+
+Target = Annotated[GkeTarget | CloudRunTarget, Field(discriminator="type")]
+
+
+class Rule(_Strict):
+    name: str = Field(min_length=1, max_length=128)
+    metric: MetricName
+    action: ActionType
+    min_severity: Severity = Severity.CRITICAL
+    consecutive: int = Field(1, ge=1, le=100)
+    target: TargetType | None = None
+    """Only services of this kind; none means any."""
+    services: list[ServiceName] | None = None
+    """Only these services; none means every service in the catalog."""
+    replicas: int | None = Field(None, ge=0, le=1000)
+    min_replicas: int | None = Field(None, ge=0, le=1000)
+    max_replicas: int | None = Field(None, ge=0, le=1000)
+    scale_factor: float | None = Field(None, gt=0, le=10)
+    replica_cap: int | None = Field(None, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _scale_has_a_size(self) -> Rule:
+        sizes = (self.replicas, self.min_replicas, self.max_replicas, self.scale_factor)
+        if self.action is ActionType.SCALE_DEPLOYMENT and all(size is None for size in sizes):
+            raise ValueError(f"rule {self.name!r}: scale_deployment needs replicas, min/max_replicas or scale_factor")
+        return self
+
+    def matches(self, anomaly: Anomaly, target: GkeTarget | CloudRunTarget) -> bool:
+        return (
+            anomaly.metric_name == self.metric
+            and _SEVERITY_RANK[anomaly.severity] >= _SEVERITY_RANK[self.min_severity]
+            and (self.target is None or self.target.value == target.type)
+            and (self.services is None or anomaly.service_name in self.services)
+        )
+
+
+class Limits(_Strict):
+    cooldown_seconds: float = Field(600, ge=0)
+    incident_gap_seconds: float = Field(120, ge=0)
+    breaker_max_actions: int = Field(5, ge=1)
+    breaker_window_seconds: float = Field(600, gt=0)
+
+
+class PolicyConfig(_Strict):
+    catalog: dict[ServiceName, Target] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _rule_names_are_unique(self) -> PolicyConfig:
+        names = [rule.name for rule in self.rules]
+        if duplicates := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+class PolicyFileError(ValueError):
+    """The rules file cannot be used; the message says where and why."""
+
+
+def load_policy(path: Path) -> PolicyConfig:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise PolicyFileError(f"{path}: cannot read the policy file: {err.strerror}") from None
+    try:
+        document = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
+        raise PolicyFileError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {err}") from None
+    try:
+        return PolicyConfig.model_validate(document or {})
+    except ValidationError as err:
+        raise PolicyFileError(f"{path}: {describe(err)}") from None
+
+
+@dataclass
+class Incident:
+    first_window_start_ms: int
+    last_window_end_ms: int
+    streak: int = 1
+    fired: bool = False
+
+
+@dataclass
+class PolicyState:
+    incidents: dict[tuple[str, str], Incident] = field(default_factory=dict)
+    last_action_ms: dict[tuple[str, str], int] = field(default_factory=dict)
+    recent_actions_ms: list[int] = field(default_factory=list)
+    last_offset: int = -1
+
+
+Decision = ActionRequest | ActionResult
+
+
+def decide(config: PolicyConfig, state: PolicyState, anomaly: Anomaly, offset: int | None = None) -> list[Decision]:
+    """Requests to emit for this anomaly, and rejected results for those held back."""
+    if offset is not None:
+        if offset <= state.last_offset:
+            return []
+        state.last_offset = offset
+    target = config.catalog.get(anomaly.service_name)
+    if target is None:
+        return []
+    start_ms, end_ms = _ms(anomaly.window_start), _ms(anomaly.window_end)
+    decisions: list[Decision] = []
+    for rule in config.rules:
+        if not rule.matches(anomaly, target):
+            continue
+        incident = _track(state, config.limits, (anomaly.service_name, rule.name), start_ms, end_ms)
+        if incident is None or incident.fired or incident.streak < rule.consecutive:
+            continue
+        incident.fired = True
+        request = _request(rule, target, anomaly, incident)
+        held_back = _hold_back_reason(config.limits, state, request, end_ms)
+        if held_back:
+            decisions.append(_rejected(request, held_back))
+            continue
+        state.last_action_ms[(request.service_name, request.action_type.value)] = end_ms
+        state.recent_actions_ms.append(end_ms)
+        decisions.append(request)
+    return decisions
+
+
+def _track(state: PolicyState, limits: Limits, key: tuple[str, str], start_ms: int, end_ms: int) -> Incident | None:
+    """Fold one matching window into its incident; None for a window already seen."""
+    incident = state.incidents.get(key)
+    if incident is None or start_ms - incident.last_window_end_ms > limits.incident_gap_seconds * 1000:
+        incident = state.incidents[key] = Incident(first_window_start_ms=start_ms, last_window_end_ms=end_ms)
+        return incident
+    if end_ms <= incident.last_window_end_ms:
+        return None
+    incident.streak = incident.streak + 1 if start_ms == incident.last_window_end_ms else 1
+    incident.last_window_end_ms = end_ms
+    return incident
+
+
+def _hold_back_reason(limits: Limits, state: PolicyState, request: ActionRequest, now_ms: int) -> str | None:
+    last = state.last_action_ms.get((request.service_name, request.action_type.value))
+    if last is not None and now_ms - last < limits.cooldown_seconds * 1000:
+        left = limits.cooldown_seconds - (now_ms - last) / 1000
+        return f"cooldown: {request.action_type.value} on {request.service_name} ran {(now_ms - last) / 1000:.0f}s ago; {left:.0f}s left"
+    window_start = now_ms - limits.breaker_window_seconds * 1000
+    state.recent_actions_ms = [ms for ms in state.recent_actions_ms if ms > window_start]
+    if len(state.recent_actions_ms) >= limits.breaker_max_actions:
+        return (
+            f"circuit breaker open: {len(state.recent_actions_ms)} actions in the last "
+            f"{limits.breaker_window_seconds:.0f}s (limit {limits.breaker_max_actions})"
+        )
+    return None
+
+
+def _request(rule: Rule, target: GkeTarget | CloudRunTarget, anomaly: Anomaly, incident: Incident) -> ActionRequest:
+    incident_key = f"{anomaly.service_name}|{rule.name}|{incident.first_window_start_ms}"
+    placement = (
+        {"cluster_name": target.cluster, "namespace": target.namespace}
+        if isinstance(target, GkeTarget)
+        else {"project": target.project, "region": target.region}
+    )
+    return ActionRequest(
+        action_id="policy-" + hashlib.blake2b(incident_key.encode(), digest_size=12).hexdigest(),
+        action_type=rule.action,
+        service_name=anomaly.service_name,
+        target_type=target.type,
+        replicas=rule.replicas,
+        min_replicas=rule.min_replicas,
+        max_replicas=rule.max_replicas,
+        scale_factor=rule.scale_factor,
+        replica_cap=rule.replica_cap,
+        reason=(
+            f"rule {rule.name}: {anomaly.metric_name} {anomaly.severity.value} for {incident.streak} window(s), "
+            f"actual {anomaly.actual_value:g} vs expected {anomaly.expected_value:g}"
+        ),
+        triggered_by=f"policy:{rule.name}",
+        anomaly_id=anomaly.id,
+        **placement,
+    )
+
+
+def _rejected(request: ActionRequest, reason: str) -> ActionResult:
+    return ActionResult(
+        action_id=request.action_id,
+        action_type=request.action_type,
+        status=ActionStatus.REJECTED,
+        message=reason,
+        service_name=request.service_name,
+        target_type=request.target_type,
+        triggered_by=request.triggered_by,
+    )
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,131 @@
+"""Tumbling event-time windows per (service, metric) series: plain state and pure functions.
+
+A window ``[start, start + size)`` closes once the series' event time (the latest sample
+timestamp seen) reaches ``start + size + lateness``. A sample for a window that has already
+closed is late: it is counted and reported on the next aggregate, never silently dropped.
+Each series also remembers the offset of the last sample it applied, so a sample replayed
+after a crash (at-least-once delivery) is recognised and not counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schemas import MetricSample, WindowAggregate
+
+MAX_VALUES_FOR_P95 = 4096
+"""Above this many samples in one window, p95 is computed from a systematic subsample."""
+
+
+@dataclass(slots=True)
+class OpenWindow:
+    start_ms: int
+    count: int = 0
+    total: float = 0.0
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    last: float = 0.0
+    last_ms: int = -1
+    values: list[float] | None = None
+    stride: int = 1
+
+    def add(self, ts_ms: int, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
+        if ts_ms >= self.last_ms:
+            self.last, self.last_ms = value, ts_ms
+        if self.values is not None and self.count % self.stride == 0:
+            self.values.append(value)
+            if len(self.values) >= MAX_VALUES_FOR_P95:
+                del self.values[::2]
+                self.stride *= 2
+
+
+@dataclass(slots=True)
+class SeriesWindows:
+    """Everything one series needs between samples; small, so it fits a table changelog record."""
+
+    open: dict[int, OpenWindow] = field(default_factory=dict)
+    watermark_ms: int = -1
+    closed_until_ms: int = -1
+    late_samples: int = 0
+    last_offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    size_ms: int = 10_000
+    lateness_ms: int = 5_000
+
+    def start_of(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.size_ms
+
+
+def wants_p95(metric_name: str) -> bool:
+    return "latency" in metric_name
+
+
+def add_sample(
+    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, offset: int | None = None
+) -> list[WindowAggregate]:
+    """Apply one sample; returns the windows it closed, oldest first (usually none)."""
+    if offset is not None:
+        if offset <= state.last_offset:
+            return []
+        state.last_offset = offset
+    ts_ms = int(sample.timestamp.timestamp() * 1000)
+    start = spec.start_of(ts_ms)
+    if start + spec.size_ms <= state.closed_until_ms:
+        state.late_samples += 1
+        return []
+    window = state.open.get(start)
+    if window is None:
+        window = state.open[start] = OpenWindow(start, values=[] if wants_p95(sample.metric_name) else None)
+    window.add(ts_ms, sample.value)
+    state.watermark_ms = max(state.watermark_ms, ts_ms)
+    return close_due(spec, state, sample.service_name, sample.metric_name, state.watermark_ms - spec.lateness_ms)
+
+
+def close_due(
+    spec: WindowSpec, state: SeriesWindows, service_name: str, metric_name: str, until_ms: int
+) -> list[WindowAggregate]:
+    """Close every open window that ends at or before ``until_ms``."""
+    due = sorted(start for start in state.open if start + spec.size_ms <= until_ms)
+    closed = []
+    for start in due:
+        window = state.open.pop(start)
+        closed.append(_aggregate(spec, window, service_name, metric_name, state.late_samples))
+        state.late_samples = 0
+        state.closed_until_ms = max(state.closed_until_ms, start + spec.size_ms)
+    return closed
+
+
+def _aggregate(spec: WindowSpec, window: OpenWindow, service: str, metric: str, late: int) -> WindowAggregate:
+    mean = min(max(window.total / window.count, window.minimum), window.maximum)
+    return WindowAggregate(
+        service_name=service,
+        metric_name=metric,
+        window_start=_utc(window.start_ms),
+        window_end=_utc(window.start_ms + spec.size_ms),
+        count=window.count,
+        mean=mean,
+        min=window.minimum,
+        max=window.maximum,
+        last=window.last,
+        p95=percentile(window.values, 0.95) if window.values else None,
+        late_samples=late,
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, the definition latency dashboards use."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -1,0 +1,139 @@
+"""The action policy: rules file, consecutive windows, incident dedup, cooldown, circuit breaker."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.policy import PolicyConfig, PolicyFileError, PolicyState, decide, load_policy
+from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, TargetType
+
+T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
+
+POLICY = {
+    "catalog": {
+        "payment-api": {"type": "gke", "cluster": "prod", "namespace": "payments"},
+        "user-auth": {"type": "cloud_run", "project": "acme", "region": "europe-west1"},
+        "inventory-svc": {"type": "gke", "cluster": "prod"},
+    },
+    "rules": [
+        {"name": "latency-restart", "metric": "latency_p95", "consecutive": 2, "target": "gke", "action": "rollout_restart"},
+        {"name": "cpu-scale", "metric": "cpu_usage", "target": "cloud_run", "action": "scale_deployment", "scale_factor": 1.5, "replica_cap": 40},
+    ],
+    "limits": {"cooldown_seconds": 600, "incident_gap_seconds": 60, "breaker_max_actions": 2, "breaker_window_seconds": 3600},
+}
+
+
+def anomaly(window: int, service: str = "payment-api", metric: str = "latency_p95", severity: str = "critical") -> Anomaly:
+    start = T0 + timedelta(seconds=10 * window)
+    return Anomaly(
+        timestamp=start + timedelta(seconds=10), service_name=service, metric_name=metric, window_start=start,
+        window_end=start + timedelta(seconds=10), anomaly_score=0.995, expected_value=120, actual_value=900,
+        severity=severity, model="robust_zscore",
+    )
+
+
+def run(config: PolicyConfig, state: PolicyState, *anomalies: Anomaly) -> list:
+    return [decision for a in anomalies for decision in decide(config, state, a)]
+
+
+@pytest.fixture
+def config() -> PolicyConfig:
+    return PolicyConfig.model_validate(POLICY)
+
+
+def test_two_consecutive_critical_windows_make_one_request(config):
+    state = PolicyState()
+    assert run(config, state, anomaly(0)) == []
+    [request] = run(config, state, anomaly(1))
+    assert isinstance(request, ActionRequest)
+    assert (request.action_type, request.target_type, request.cluster_name, request.namespace) == (
+        ActionType.ROLLOUT_RESTART, TargetType.GKE, "prod", "payments",
+    )
+    assert request.triggered_by == "policy:latency-restart" and "2 window(s)" in request.reason
+
+
+def test_one_incident_one_request_however_long_it_lasts(config):
+    state = PolicyState()
+    decisions = run(config, state, *[anomaly(i) for i in range(30)])
+    assert len(decisions) == 1
+
+
+def test_non_adjacent_windows_do_not_count_as_consecutive(config):
+    state = PolicyState()
+    assert run(config, state, anomaly(0), anomaly(2), anomaly(4)) == []
+
+
+def test_lower_severity_or_unknown_service_or_wrong_target_does_nothing(config):
+    state = PolicyState()
+    assert run(config, state, anomaly(0, severity="high"), anomaly(1, severity="high")) == []
+    assert run(config, state, anomaly(0, service="nobody"), anomaly(1, service="nobody")) == []
+    assert run(config, state, anomaly(0, service="user-auth"), anomaly(1, service="user-auth")) == []
+
+
+def test_a_new_incident_inside_the_cooldown_is_rejected_with_the_reason(config):
+    state = PolicyState()
+    run(config, state, anomaly(0), anomaly(1))
+    [rejected] = run(config, state, anomaly(20), anomaly(21))
+    assert isinstance(rejected, ActionResult) and rejected.status is ActionStatus.REJECTED
+    assert rejected.message.startswith("cooldown: rollout_restart on payment-api")
+    [again] = run(config, state, anomaly(80), anomaly(81))
+    assert isinstance(again, ActionRequest) and again.action_id != rejected.action_id
+
+
+def test_circuit_breaker_caps_actions_across_services(config):
+    state = PolicyState()
+    run(config, state, anomaly(0), anomaly(1))
+    [scale] = run(config, state, anomaly(2, service="user-auth", metric="cpu_usage"))
+    assert scale.scale_factor == 1.5 and scale.replica_cap == 40 and scale.region == "europe-west1"
+    [held] = run(config, state, anomaly(3, service="inventory-svc"), anomaly(4, service="inventory-svc"))
+    assert held.status is ActionStatus.REJECTED and held.message.startswith("circuit breaker open: 2 actions")
+
+
+def test_replayed_offsets_and_replayed_windows_decide_nothing_new(config):
+    state = PolicyState()
+    decide(config, state, anomaly(0), offset=1)
+    assert len(decide(config, state, anomaly(1), offset=2)) == 1
+    assert decide(config, state, anomaly(1), offset=2) == []
+    restored = pickle.loads(pickle.dumps(state))
+    assert decide(config, restored, anomaly(2), offset=3) == []
+
+
+def test_same_incident_gives_the_same_idempotency_key(config):
+    first = run(config, PolicyState(), anomaly(0), anomaly(1))
+    second = run(config, PolicyState(), anomaly(0), anomaly(1))
+    assert first[0].action_id == second[0].action_id
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "message"),
+    [
+        ("rules: [\n  - name: x\n", ".yaml", "not valid YAML"),
+        ("rules = [", ".toml", "not valid TOML"),
+        ("rules:\n  - name: r\n    metric: cpu_usage\n    action: explode\n", ".yaml", "rules.0.action"),
+        ("rules:\n  - name: r\n    metric: cpu_usage\n    action: scale_deployment\n", ".yaml", "scale_deployment needs"),
+        ("catalog:\n  svc: {type: gke}\n", ".yaml", "catalog.svc.gke.cluster: Field required"),
+        ("limits: {cooldown_seconds: -1}\n", ".yaml", "limits.cooldown_seconds"),
+        ("rules:\n  - {name: a, metric: m, action: rollout_restart}\n  - {name: a, metric: m, action: rollout_restart}\n", ".yaml", "repeated: a"),
+        ("surprise: 1\n", ".yaml", "surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_rules_file_is_a_clear_error(tmp_path: Path, text, suffix, message):
+    path = tmp_path / f"policy{suffix}"
+    path.write_text(text)
+    with pytest.raises(PolicyFileError, match=message) as caught:
+        load_policy(path)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(PolicyFileError, match="cannot read the policy file"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+def test_yaml_and_toml_files_load(tmp_path: Path):
+    (tmp_path / "p.toml").write_text('[catalog.svc]\ntype = "cloud_run"\nproject = "p"\nregion = "r"\n')
+    assert load_policy(tmp_path / "p.toml").catalog["svc"].region == "r"

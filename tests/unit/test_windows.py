@@ -1,0 +1,94 @@
+"""Tumbling event-time windows: boundaries, lateness, out-of-order samples, replays."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pipeline.windows import SeriesWindows, WindowSpec, add_sample, close_due, percentile
+from schemas import MetricSample
+
+T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
+SPEC = WindowSpec(size_ms=10_000, lateness_ms=5_000)
+
+
+def sample(seconds: float, value: float, metric: str = "cpu_usage") -> MetricSample:
+    return MetricSample(timestamp=T0 + timedelta(seconds=seconds), service_name="svc", metric_name=metric, value=value)
+
+
+def feed(state: SeriesWindows, *samples: MetricSample) -> list:
+    closed = []
+    for s in samples:
+        closed += add_sample(SPEC, state, s)
+    return closed
+
+
+def test_window_closes_once_event_time_passes_end_plus_lateness():
+    state = SeriesWindows()
+    assert feed(state, sample(0, 1), sample(5, 3), sample(9.999, 2)) == []
+    assert feed(state, sample(14.999, 7)) == []
+    [window] = feed(state, sample(15, 8))
+    assert (window.window_start, window.window_end) == (T0, T0 + timedelta(seconds=10))
+    assert (window.count, window.mean, window.min, window.max, window.last) == (3, 2.0, 1.0, 3.0, 2.0)
+    assert window.p95 is None
+    assert feed(state, sample(16, 1)) == []
+
+
+def test_boundary_timestamp_belongs_to_the_next_window():
+    state = SeriesWindows()
+    feed(state, sample(9.999, 1), sample(10, 100))
+    [first, second] = close_due(SPEC, state, "svc", "cpu_usage", until_ms=10**15)
+    assert (first.count, first.max) == (1, 1.0)
+    assert (second.window_start, second.count) == (T0 + timedelta(seconds=10), 1)
+
+
+def test_out_of_order_within_lateness_is_counted_in_its_window():
+    state = SeriesWindows()
+    feed(state, sample(1, 1), sample(12, 5), sample(8, 3))
+    [first] = feed(state, sample(15, 6))
+    assert (first.count, first.last, first.late_samples) == (2, 3.0, 0)
+
+
+def test_late_sample_is_counted_and_reported_on_the_next_window():
+    state = SeriesWindows()
+    feed(state, sample(1, 1), sample(15, 2))
+    assert feed(state, sample(3, 99)) == []
+    assert state.late_samples == 1
+    [second] = feed(state, sample(25, 3))
+    assert second.late_samples == 1 and second.max == 2.0
+    assert state.late_samples == 0
+
+
+def test_a_gap_closes_every_window_due():
+    state = SeriesWindows()
+    feed(state, sample(1, 1), sample(11, 2))
+    closed = feed(state, sample(100, 3))
+    assert [w.window_start for w in closed] == [T0, T0 + timedelta(seconds=10)]
+
+
+def test_replayed_offsets_are_ignored():
+    state = SeriesWindows()
+    add_sample(SPEC, state, sample(1, 1), offset=7)
+    add_sample(SPEC, state, sample(2, 1), offset=7)
+    add_sample(SPEC, state, sample(3, 1), offset=6)
+    [window] = add_sample(SPEC, state, sample(20, 1), offset=8)
+    assert window.count == 1
+
+
+def test_latency_windows_carry_p95():
+    state = SeriesWindows()
+    feed(state, *[sample(i / 20, float(i + 1), "latency_p95") for i in range(100)])
+    [window] = feed(state, sample(30, 1, "latency_p95"))
+    assert window.p95 == 95.0 and window.count == 100
+
+
+def test_p95_memory_stays_bounded_in_a_busy_window():
+    state = SeriesWindows()
+    feed(state, *[sample(i / 10_000, float(i % 1000), "latency_p95") for i in range(20_000)])
+    assert len(state.open[next(iter(state.open))].values) < 4096
+    [window] = feed(state, sample(30, 1, "latency_p95"))
+    assert 900 <= window.p95 <= 999
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([5.0], 0.95) == 5.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
