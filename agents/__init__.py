@@ -1,5 +1,9 @@
-"""Thin Faust agents: decode a record, call the core, emit. Importing this package registers them."""
+"""Thin Faust agents: decode a record, call the core, emit. Importing this package registers them.
 
-from agents import ingest
+    aiops.metrics ─ingest─► aiops.metrics.samples ─windows─► aiops.windows ─detect─► aiops.anomalies ─policy─► aiops.actions.requests
+                                                                                └──► aiops.service-health
+"""
 
-__all__ = ["ingest"]
+from agents import detect, ingest, policy, windows
+
+__all__ = ["detect", "ingest", "policy", "windows"]

@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
-from pipeline.config import get_settings
+from pipeline.config import Settings, get_settings
 from pipeline.logs import configure_logging, logging_config
 
-log = logging.getLogger("aiops.cli")
+class CommandError(Exception):
+    """A failure the user can fix; printed as one line, exit code 2."""
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Faust worker with every agent; start more of them to scale out."""
-    from pipeline.topics import ensure_topics
+    from pipeline.policy import PolicyFileError
 
     settings = get_settings()
-    asyncio.run(ensure_topics(settings))
+    try:
+        import agents  # noqa: F401  (importing registers the agents on the app)
+        from pipeline.app import app
+    except PolicyFileError as err:
+        raise CommandError(f"bad policy file: {err}") from None
+    _ensure_topics(settings)
     # Faust builds its own event loop from the current one: give it a fresh loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
 
     from faust.worker import Worker
-
-    import agents  # noqa: F401  (importing registers the agents on the app)
-    from pipeline.app import app
 
     worker = Worker(
         app,
@@ -37,12 +39,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_topics(settings: Settings) -> list[str]:
+    """Create the missing topics (returns their names), or say what to do when Kafka is not there."""
+    from aiokafka.errors import KafkaError
+
+    from pipeline.topics import ensure_topics
+
+    try:
+        return asyncio.run(ensure_topics(settings))
+    except KafkaError as err:
+        raise CommandError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({err}); set AIOPS_KAFKA_BOOTSTRAP "
+            "or start the local broker with `aiops kafka`"
+        ) from None
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create the missing aiops.* topics and list them all."""
-    from pipeline.topics import ALL_TOPICS, ensure_topics
+    from pipeline.topics import ALL_TOPICS
 
     settings = get_settings()
-    created = set(asyncio.run(ensure_topics(settings)))
+    created = set(_ensure_topics(settings))
     for spec in ALL_TOPICS:
         mark = "created" if spec.name in created else "exists "
         print(f"{mark}  {spec.name:<26} {spec.config(settings)['cleanup.policy']:<8} {spec.description}")
@@ -87,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except CommandError as err:
+        print(f"aiops {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

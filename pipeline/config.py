@@ -21,6 +21,16 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1, le=16, description="Replication factor of topics when created.")
     metrics_retention_hours: int = Field(72, ge=1, description="Retention of raw metric and internal topics.")
     events_retention_hours: int = Field(24 * 14, ge=1, description="Retention of anomaly, action and DLQ topics.")
+    window_seconds: float = Field(10, gt=0, le=3600, description="Size of the tumbling windows, in event time.")
+    allowed_lateness_seconds: float = Field(
+        5, ge=0, le=3600, description="How long after its end a window waits for late samples before it closes."
+    )
+    detector: str = Field("robust_zscore", description="The per-series detector (see pipeline/detectors.py).")
+    warmup_windows: int = Field(30, ge=0, description="Windows a series must have seen before it can be anomalous.")
+    anomaly_threshold: float = Field(0.9, gt=0, lt=1, description="Anomaly score from which a window is an anomaly.")
+    policy_file: Path | None = Field(
+        None, description="YAML or TOML file with the service catalog and action rules; unset: no automatic actions."
+    )
     data_dir: Path = Field(Path(".aiops"), description="Worker state: Faust table stores and local files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="json lines for machines, text for people.")

@@ -23,9 +23,15 @@ class TopicSpec:
     name: str
     description: str
     compacted: bool = False
+    single_partition: bool = False
+    """For low-volume topics that need one total order: the policy's incidents and circuit
+    breaker, and the actuator's, are then global rather than per partition."""
     retention: str = "events"
     """Which retention setting applies: ``metrics`` (short, high volume) or ``events``."""
     extra_config: dict[str, str] = field(default_factory=dict)
+
+    def partitions(self, settings: Settings) -> int:
+        return 1 if self.single_partition else settings.topic_partitions
 
     def config(self, settings: Settings) -> dict[str, str]:
         if self.compacted:
@@ -36,22 +42,26 @@ class TopicSpec:
 
 METRICS = TopicSpec("aiops.metrics", "Raw metric samples from producers: one sample or a batch per record.", retention="metrics")
 METRIC_SAMPLES = TopicSpec("aiops.metrics.samples", "Validated samples, one per record (internal).", retention="metrics")
-METRICS_DLQ = TopicSpec("aiops.metrics.dlq", "Metric records that failed validation, with the reason.")
+METRICS_DLQ = TopicSpec("aiops.metrics.dlq", "Records that failed validation, with the reason.")
+WINDOWS = TopicSpec("aiops.windows", "Closed window aggregates per (service, metric).", retention="metrics")
 LOGS = TopicSpec("aiops.logs", "Log records from producers.", retention="metrics")
-ANOMALIES = TopicSpec("aiops.anomalies", "Anomaly events.")
+ANOMALIES = TopicSpec("aiops.anomalies", "Anomaly events.", single_partition=True)
 SERVICE_HEALTH = TopicSpec(
     "aiops.service-health",
     "Latest health per service.",
     compacted=True,
     extra_config={"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(HOUR_MS)},
 )
-ACTION_REQUESTS = TopicSpec("aiops.actions.requests", "Action requests from the policy and from operators.")
-ACTION_RESULTS = TopicSpec("aiops.actions.results", "One or more results for every action request.")
+ACTION_REQUESTS = TopicSpec(
+    "aiops.actions.requests", "Action requests from the policy and from operators.", single_partition=True
+)
+ACTION_RESULTS = TopicSpec("aiops.actions.results", "One or more results for every action request.", single_partition=True)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     METRICS,
     METRIC_SAMPLES,
     METRICS_DLQ,
+    WINDOWS,
     LOGS,
     ANOMALIES,
     SERVICE_HEALTH,
@@ -74,7 +84,7 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
                 [
                     NewTopic(
                         spec.name,
-                        num_partitions=settings.topic_partitions,
+                        num_partitions=spec.partitions(settings),
                         replication_factor=settings.topic_replication,
                         topic_configs=spec.config(settings),
                     )

@@ -3,8 +3,9 @@
 A window ``[start, start + size)`` closes once the series' event time (the latest sample
 timestamp seen) reaches ``start + size + lateness``. A sample for a window that has already
 closed is late: it is counted and reported on the next aggregate, never silently dropped.
-Each series also remembers the offset of the last sample it applied, so a sample replayed
-after a crash (at-least-once delivery) is recognised and not counted twice.
+Each sample carries its origin (where it was first read, see :class:`Origin`), and each series
+remembers the last origin it applied per source partition, so a sample delivered again after
+a crash (at-least-once delivery, at any stage before this one) is not counted twice.
 """
 
 from __future__ import annotations
@@ -14,9 +15,34 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from schemas import MetricSample, WindowAggregate
+from schemas.metrics import MAX_BATCH
 
 MAX_VALUES_FOR_P95 = 4096
 """Above this many samples in one window, p95 is computed from a systematic subsample."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a sample was first read: source partition, record offset, index in its batch.
+
+    Samples of one series from one source partition arrive in increasing position, and a
+    redelivery repeats positions already seen: that is what makes replays detectable.
+    """
+
+    source: str
+    position: int
+
+    @classmethod
+    def of(cls, topic: str, partition: int, offset: int, index: int = 0) -> Origin:
+        return cls(f"{topic}/{partition}", offset * MAX_BATCH + index)
+
+    def header(self) -> bytes:
+        return f"{self.source}@{self.position}".encode()
+
+    @classmethod
+    def from_header(cls, value: bytes) -> Origin:
+        source, _, position = value.decode().rpartition("@")
+        return cls(source, int(position))
 
 
 @dataclass(slots=True)
@@ -53,7 +79,8 @@ class SeriesWindows:
     watermark_ms: int = -1
     closed_until_ms: int = -1
     late_samples: int = 0
-    last_offset: int = -1
+    applied: dict[str, int] = field(default_factory=dict)
+    """Last applied position per origin source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +97,13 @@ def wants_p95(metric_name: str) -> bool:
 
 
 def add_sample(
-    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, offset: int | None = None
+    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, origin: Origin | None = None
 ) -> list[WindowAggregate]:
     """Apply one sample; returns the windows it closed, oldest first (usually none)."""
-    if offset is not None:
-        if offset <= state.last_offset:
+    if origin is not None:
+        if origin.position <= state.applied.get(origin.source, -1):
             return []
-        state.last_offset = offset
+        state.applied[origin.source] = origin.position
     ts_ms = int(sample.timestamp.timestamp() * 1000)
     start = spec.start_of(ts_ms)
     if start + spec.size_ms <= state.closed_until_ms:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.windows import SeriesWindows, WindowSpec, add_sample, close_due, percentile
+from pipeline.windows import Origin, SeriesWindows, WindowSpec, add_sample, close_due, percentile
 from schemas import MetricSample
 
 T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
@@ -65,13 +65,20 @@ def test_a_gap_closes_every_window_due():
     assert [w.window_start for w in closed] == [T0, T0 + timedelta(seconds=10)]
 
 
-def test_replayed_offsets_are_ignored():
+def test_samples_delivered_again_are_ignored_per_source_partition():
     state = SeriesWindows()
-    add_sample(SPEC, state, sample(1, 1), offset=7)
-    add_sample(SPEC, state, sample(2, 1), offset=7)
-    add_sample(SPEC, state, sample(3, 1), offset=6)
-    [window] = add_sample(SPEC, state, sample(20, 1), offset=8)
-    assert window.count == 1
+    add_sample(SPEC, state, sample(1, 1), Origin.of("aiops.metrics", 0, offset=7, index=2))
+    add_sample(SPEC, state, sample(1, 1), Origin.of("aiops.metrics", 0, offset=7, index=2))
+    add_sample(SPEC, state, sample(1, 1), Origin.of("aiops.metrics", 0, offset=6, index=9))
+    add_sample(SPEC, state, sample(2, 1), Origin.of("aiops.metrics", 1, offset=0, index=0))
+    add_sample(SPEC, state, sample(3, 1), Origin.of("aiops.metrics", 0, offset=7, index=3))
+    [window] = add_sample(SPEC, state, sample(20, 1), Origin.of("aiops.metrics", 0, offset=8))
+    assert window.count == 3
+
+
+def test_origin_survives_a_kafka_header():
+    origin = Origin.of("aiops.metrics", 3, offset=41, index=7)
+    assert Origin.from_header(origin.header()) == origin
 
 
 def test_latency_windows_carry_p95():

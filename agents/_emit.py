@@ -1,0 +1,43 @@
+"""What every agent does around its core call: decode or dead-letter, and send with delivery."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+
+from faust.types import EventT
+from pydantic import BaseModel
+
+from pipeline.app import dead_letter_topic
+from schemas import DeadLetter, DecodeError, decode, encode
+
+M = TypeVar("M", bound=BaseModel)
+
+log = logging.getLogger("aiops.agents")
+
+ORIGIN_HEADER = "aiops-origin"
+"""Kafka header carrying a sample's :class:`pipeline.windows.Origin` from ingest to windows."""
+
+
+async def decode_or_dead_letter(event: EventT, model: type[M]) -> M | None:
+    """The record as ``model``, or None after it went to the dead-letter topic with the reason."""
+    try:
+        return decode(model, event.value or b"")
+    except DecodeError as err:
+        await dead_letter(event, event.value or b"", err.reason)
+        return None
+
+
+async def dead_letter(event: EventT, payload: bytes, reason: str) -> None:
+    message = event.message
+    letter = DeadLetter.for_record(
+        payload, reason, source_topic=message.topic, partition=message.partition, offset=message.offset, key=event.key
+    )
+    await dead_letter_topic.send(key=event.key, value=encode(letter))
+    log.warning("record dead-lettered", extra={"topic": message.topic, "offset": message.offset, "reason": reason[:300]})
+
+
+async def send_delivered(topic, key: str, event: BaseModel) -> None:
+    """Send and wait for the broker's ack: state that records "emitted" must never run ahead of it."""
+    pending = await topic.send(key=key.encode(), value=encode(event))
+    await pending
