@@ -6,7 +6,8 @@ restarts, or takes over a partition, resumes with the same windows, models and c
 
 from __future__ import annotations
 
-import warnings
+import pickle
+from typing import Any
 
 import faust
 
@@ -17,9 +18,6 @@ from pipeline.windows import WindowSpec
 
 settings = get_settings()
 
-# Table values are pickled into changelog topics that only this app's workers write.
-warnings.filterwarnings("ignore", message="The pickle codec", module="faust")
-
 app = faust.App(
     settings.app_id,
     broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
@@ -28,6 +26,8 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication,
     producer_acks=-1,
+    broker_session_timeout=settings.kafka_session_timeout_seconds,
+    broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 3,
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
     key_serializer="raw",
@@ -46,13 +46,24 @@ def faust_topic(spec: topics.TopicSpec) -> faust.TopicT:
     return app.topic(spec.name, partitions=spec.partitions(settings), key_type=bytes, value_type=bytes)
 
 
-def state_table(name: str, source: topics.TopicSpec) -> faust.TableT:
-    """A table partitioned like the topic its agent reads, so each key lives with its records."""
-    return app.Table(
-        name,
-        partitions=source.partitions(settings),
-        schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="pickle"),
-    )
+class StateTable:
+    """A Faust table of core state objects, pickled into its changelog topic.
+
+    Partitioned like the topic its agent reads, so each key lives with its records. Only this
+    app's workers write the changelog; keep it closed to other producers like any state store.
+    Writes must happen inside the agent, while it handles a record: Faust puts the change on
+    that record's partition.
+    """
+
+    def __init__(self, name: str, source: topics.TopicSpec) -> None:
+        self._table = app.Table(name, partitions=source.partitions(settings), key_type=str, value_type=bytes)
+
+    def get(self, key: str) -> Any:
+        raw = self._table.get(key)
+        return pickle.loads(raw) if raw is not None else None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._table[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 metrics_topic = faust_topic(topics.METRICS)
@@ -64,7 +75,7 @@ service_health_topic = faust_topic(topics.SERVICE_HEALTH)
 action_requests_topic = faust_topic(topics.ACTION_REQUESTS)
 action_results_topic = faust_topic(topics.ACTION_RESULTS)
 
-series_windows = state_table("series-windows", topics.METRIC_SAMPLES)
-series_models = state_table("series-models", topics.WINDOWS)
-service_snapshots = state_table("service-snapshots", topics.WINDOWS)
-policy_states = state_table("policy-state", topics.ANOMALIES)
+series_windows = StateTable("series-windows", topics.METRIC_SAMPLES)
+series_models = StateTable("series-models", topics.WINDOWS)
+service_snapshots = StateTable("service-snapshots", topics.WINDOWS)
+policy_states = StateTable("policy-state", topics.ANOMALIES)

@@ -8,6 +8,7 @@ import sys
 
 from pipeline.config import Settings, get_settings
 from pipeline.logs import configure_logging, logging_config
+from pipeline.simulator import DEFAULT_SERVICES
 
 class CommandError(Exception):
     """A failure the user can fix; printed as one line, exit code 2."""
@@ -80,6 +81,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(get_settings())
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Publish a simulated fleet to aiops.metrics: history first (warms the models), then live."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.producer import MetricsProducer
+    from pipeline.simulator import Fleet, Incident, publish_history, publish_live
+
+    settings = get_settings()
+    now = datetime.now(UTC)
+    try:
+        incidents = [Incident.parse(text, now) for text in args.incident]
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    fleet = Fleet(services=tuple(args.services.split(",")), incidents=incidents, seed=args.seed, day_seconds=args.day_seconds)
+    interval = timedelta(seconds=args.interval)
+    until = now + timedelta(seconds=args.duration) if args.duration else None
+    _ensure_topics(settings)
+
+    async def run() -> None:
+        async with MetricsProducer(settings.kafka_bootstrap) as producer:
+            history = await publish_history(fleet, producer.send, now - timedelta(seconds=args.backfill), now, interval)
+            print(f"backfilled {history} samples ({args.backfill:g}s of history); now live", flush=True)
+            await publish_live(fleet, producer.send, interval, until)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiops", description="AI Ops Sentry: catch incidents in service metrics, fix them safely.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -94,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--port", type=int, default=9092)
     kafka.add_argument("--data-dir", default=None, help="keep the broker's data here (default: a temporary dir)")
     kafka.set_defaults(run=cmd_kafka)
+
+    simulate = commands.add_parser("simulate", help=cmd_simulate.__doc__)
+    simulate.add_argument("--services", default=",".join(DEFAULT_SERVICES), help="comma separated service names")
+    simulate.add_argument("--interval", type=float, default=1.0, help="seconds between samples of a metric")
+    simulate.add_argument("--backfill", type=float, default=600.0, help="seconds of history published at start")
+    simulate.add_argument("--duration", type=float, default=0.0, help="seconds of live samples; 0: until Ctrl-C")
+    simulate.add_argument(
+        "--incident",
+        action="append",
+        default=[],
+        metavar="KIND:SERVICE:AT:DURATION",
+        help="inject an incident AT seconds after the start for DURATION seconds; KIND is latency_spike, "
+        "error_burst, cpu_saturation or memory_leak (repeatable)",
+    )
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--day-seconds", type=float, default=86_400.0, help="length of the simulated daily cycle")
+    simulate.set_defaults(run=cmd_simulate)
 
     demo = commands.add_parser("demo", help=cmd_demo.__doc__)
     demo.set_defaults(run=cmd_demo)

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
     app_id: str = Field("aiops-sentry", description="Faust application id: the consumer group and table prefix.")
+    kafka_session_timeout_seconds: float = Field(
+        30, ge=6, le=300, description="How soon the group notices a crashed worker and moves its partitions."
+    )
     topic_partitions: int = Field(6, ge=1, le=1024, description="Partitions of every aiops.* topic when created.")
     topic_replication: int = Field(1, ge=1, le=16, description="Replication factor of topics when created.")
     metrics_retention_hours: int = Field(72, ge=1, description="Retention of raw metric and internal topics.")

@@ -8,10 +8,12 @@ service's metrics while it lasts. ``aiops simulate`` publishes them, first as hi
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from schemas import MetricSample
@@ -109,6 +111,26 @@ class Fleet:
         return samples
 
 
-def timeline(start: datetime, end: datetime, interval: timedelta) -> list[datetime]:
-    count = int((end - start) / interval)
-    return [start + i * interval for i in range(count)]
+Send = Callable[[list[MetricSample]], Awaitable[int]]
+
+
+async def publish_history(fleet: Fleet, send: Send, start: datetime, end: datetime, interval: timedelta) -> int:
+    """Samples for ``[start, end)`` as fast as the broker takes them; returns how many."""
+    sent, chunk, t = 0, [], start
+    while t < end:
+        chunk += fleet.samples_at(t)
+        t += interval
+        if len(chunk) >= 2_000 or t >= end:
+            sent += await send(chunk)
+            chunk = []
+    return sent
+
+
+async def publish_live(fleet: Fleet, send: Send, interval: timedelta, until: datetime | None = None) -> int:
+    """Samples stamped with the wall clock every ``interval``, until ``until`` (or forever)."""
+    sent = 0
+    while until is None or datetime.now(UTC) < until:
+        tick = datetime.now(UTC)
+        sent += await send(fleet.samples_at(tick))
+        await asyncio.sleep(max(0.0, interval.total_seconds() - (datetime.now(UTC) - tick).total_seconds()))
+    return sent

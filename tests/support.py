@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,13 +12,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 
 class Worker:
     """One `aiops worker` subprocess; its output goes to a log file the test can show on failure."""
 
-    def __init__(self, bootstrap: str, app_id: str, data_dir: Path) -> None:
+    def __init__(self, bootstrap: str, app_id: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = data_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
         env = os.environ | {
             "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
@@ -25,7 +28,8 @@ class Worker:
             "AIOPS_DATA_DIR": str(data_dir),
             "AIOPS_TOPIC_PARTITIONS": "3",
             "AIOPS_LOG_FORMAT": "text",
-        }
+            "AIOPS_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+        } | (env or {})
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT
@@ -47,6 +51,24 @@ class Worker:
                 self.process.wait(10)
         self._log.close()
 
+
+
+class WorkerGroup:
+    """Workers of one Faust app (one consumer group) on one broker."""
+
+    def __init__(self, bootstrap: str, data_dir: Path) -> None:
+        self.bootstrap = bootstrap
+        self.app_id = f"aiops-test-{uuid.uuid4().hex[:8]}"
+        self.data_dir = data_dir
+        self.workers: list[Worker] = []
+
+    def start(self, **env: str) -> Worker:
+        self.workers.append(Worker(self.bootstrap, self.app_id, self.data_dir, env))
+        return self.workers[-1]
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
@@ -81,3 +103,71 @@ async def consume_until(
         return kept
     finally:
         await consumer.stop()
+
+
+async def read_all(
+    bootstrap: str, topic: str, keep: Callable[[ConsumerRecord], bool] = lambda record: True, timeout: float = 60.0
+) -> list[ConsumerRecord]:
+    """Every record now in ``topic`` (from the beginning up to the current end) that ``keep`` accepts."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, [topic])
+        ends = await consumer.end_offsets(partitions)
+        kept: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: could not read to the end within {timeout:.0f}s")
+            batches = await consumer.getmany(timeout_ms=500)
+            kept.extend(record for records in batches.values() for record in records if keep(record))
+        return kept
+    finally:
+        await consumer.stop()
+
+
+async def wait_until_drained(bootstrap: str, group: str, topics: list[str], timeout: float = 120.0) -> None:
+    """Wait until ``group`` has committed every record of ``topics``: each stage is done with its input."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap)
+    await admin.start()
+    await probe.start()
+    deadline = time.monotonic() + timeout
+    try:
+        partitions = await _partitions(probe, topics)
+        while True:
+            ends = await probe.end_offsets(partitions)
+            try:
+                committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            except KafkaError as err:  # the group coordinator is still loading: ask again
+                committed, behind = {}, {"coordinator": repr(err)}
+            else:
+                behind = {tp: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
+                if all(lag <= 0 for lag in behind.values()):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"group {group} still behind after {timeout:.0f}s: {behind}")
+            await asyncio.sleep(0.5)
+    finally:
+        await probe.stop()
+        await admin.close()
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+        return sum(len(described[5]) for described in response.groups)
+    finally:
+        await admin.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topics: list[str], timeout: float = 30.0) -> list[TopicPartition]:
+    """The partitions a group-less consumer of ``topics`` was given (it gets all of them)."""
+    deadline = time.monotonic() + timeout
+    while {tp.topic for tp in consumer.assignment()} != set(topics):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no partition metadata for {topics} within {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+    return sorted(consumer.assignment())

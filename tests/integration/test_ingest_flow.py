@@ -18,7 +18,7 @@ def sample(service: str, value: float, second: int = 0) -> dict:
     return {"timestamp": f"2026-01-05T10:00:{second:02d}Z", "service_name": service, "metric_name": "latency_p95", "value": value}
 
 
-async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka_bootstrap, start_worker):
+async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka_bootstrap, workers):
     service = f"svc-{uuid.uuid4().hex[:8]}"
     key = service.encode()
     good = [sample(service, float(i), i) for i in range(5)]
@@ -35,7 +35,7 @@ async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka
     records = [(key, json.dumps(doc).encode()) for doc in good]
     records += [(key, json.dumps(batch).encode())] + [(key, raw) for raw in bad]
 
-    worker = start_worker()
+    worker = workers.start()
     await produce(kafka_bootstrap, topics.METRICS.name, records)
     # Sent after the bad records on the same partition: once it is out, the worker got past them.
     await produce(kafka_bootstrap, topics.METRICS.name, [(key, json.dumps(sentinel).encode())])

@@ -1,0 +1,53 @@
+"""``MetricsProducer``: how a Python service pushes samples to ``aiops.metrics``.
+
+    async with MetricsProducer("127.0.0.1:9092") as producer:
+        await producer.send([MetricSample(timestamp=now, service_name="payment-api",
+                                          metric_name="latency_p95", value=182.0)])
+
+Samples are grouped per service into batch records keyed by service name, and the call
+returns once the broker has acknowledged them (idempotent producer, ``acks=all``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+
+from pipeline.topics import METRICS
+from schemas import MetricBatch, MetricSample, encode
+from schemas.metrics import MAX_BATCH
+
+
+class MetricsProducer:
+    def __init__(self, bootstrap: str, topic: str = METRICS.name, batch_size: int = 500) -> None:
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
+        self.topic = topic
+        self.batch_size = batch_size
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, compression_type=None
+        )
+
+    async def __aenter__(self) -> MetricsProducer:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self._producer.stop()
+
+    async def send(self, samples: Iterable[MetricSample]) -> int:
+        """Publish samples; returns how many were acknowledged."""
+        by_service: dict[str, list[MetricSample]] = defaultdict(list)
+        for sample in samples:
+            by_service[sample.service_name].append(sample)
+        pending = []
+        for service, group in by_service.items():
+            for i in range(0, len(group), self.batch_size):
+                record = encode(MetricBatch(metrics=group[i : i + self.batch_size]))
+                pending.append(await self._producer.send(self.topic, record, key=service.encode()))
+        for delivery in pending:
+            await delivery
+        return sum(len(group) for group in by_service.values())

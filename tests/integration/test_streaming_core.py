@@ -1,0 +1,150 @@
+"""The streaming core on a real broker: windows, detection, health and the policy, under faults.
+
+Every run publishes a simulated fleet in event time (as fast as the broker takes it), with
+service names unique to the test, and waits until the workers' consumer group has committed
+all its input before it counts anything.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import topics
+from pipeline.producer import MetricsProducer
+from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history
+from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, ServiceHealth, WindowAggregate, decode
+from tests.support import consume_until, group_members, read_all, wait_until_drained
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+STAGE_INPUTS = [topics.METRICS.name, topics.METRIC_SAMPLES.name, topics.WINDOWS.name, topics.ANOMALIES.name]
+
+
+class FleetRun:
+    """A fleet with unique service names, its policy file, and what the run put on the topics."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        suffix = uuid.uuid4().hex[:6]
+        self.payment = f"payment-api-{suffix}"
+        self.services = (self.payment, f"user-auth-{suffix}", f"inventory-svc-{suffix}", f"notification-svc-{suffix}")
+        self.fleet = Fleet(services=self.services, seed=11)
+        self.policy_file = tmp_path / "policy.yaml"
+        self.policy_file.write_text(
+            yaml.safe_dump(
+                {
+                    "catalog": {name: {"type": "gke", "cluster": "test", "namespace": "default"} for name in self.services},
+                    "rules": [
+                        {"name": "latency-restart", "metric": "latency_p95", "consecutive": 2, "action": "rollout_restart"}
+                    ],
+                    "limits": {"cooldown_seconds": 3600, "incident_gap_seconds": 60},
+                }
+            )
+        )
+        self.env = {"AIOPS_POLICY_FILE": str(self.policy_file), "AIOPS_WARMUP_WINDOWS": "15"}
+        self.produced = 0
+
+    def latency_incident(self, at_seconds: int, seconds: int) -> datetime:
+        start = T0 + at_seconds * SECOND
+        self.fleet.incidents.append(Incident(IncidentKind.LATENCY_SPIKE, self.payment, start, seconds * SECOND))
+        return start
+
+    async def publish(self, bootstrap: str, from_seconds: int, to_seconds: int) -> None:
+        async with MetricsProducer(bootstrap) as producer:
+            self.produced += await publish_history(
+                self.fleet, producer.send, T0 + from_seconds * SECOND, T0 + to_seconds * SECOND, SECOND
+            )
+
+    def ours(self, record) -> bool:
+        return record.key is not None and record.key.decode() in self.services
+
+    async def read(self, bootstrap: str, spec: topics.TopicSpec, model):
+        records = await read_all(bootstrap, spec.name, keep=self.ours)
+        return [decode(model, record.value) for record in records]
+
+
+async def test_incident_is_detected_quickly_and_acted_on_once(kafka_bootstrap, workers, tmp_path):
+    run = FleetRun(tmp_path)
+    incident_start = run.latency_incident(at_seconds=300, seconds=90)
+    worker = workers.start(**run.env)
+    await run.publish(kafka_bootstrap, 0, 520)
+    await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS)
+
+    anomalies = await run.read(kafka_bootstrap, topics.ANOMALIES, Anomaly)
+    assert {a.service_name for a in anomalies} == {run.payment}, worker.output()
+    latency = sorted((a for a in anomalies if a.metric_name == "latency_p95"), key=lambda a: a.window_start)
+    assert latency and latency[0].window_start <= incident_start + 3 * 10 * SECOND
+    assert latency[0].actual_value > 3 * latency[0].expected_value
+    assert set(latency[0].metric_values) >= {"cpu_usage", "memory_usage", "request_rate", "error_rate"}
+
+    requests = await run.read(kafka_bootstrap, topics.ACTION_REQUESTS, ActionRequest)
+    assert [(r.service_name, r.action_type.value) for r in requests] == [(run.payment, "rollout_restart")]
+    assert requests[0].requested_at and requests[0].anomaly_id in {a.id for a in latency}
+
+    health = await run.read(kafka_bootstrap, topics.SERVICE_HEALTH, ServiceHealth)
+    during = [h for h in health if h.service_name == run.payment and h.status.value == "critical"]
+    assert during, "the incident should make payment-api critical"
+    latest = {h.service_name: h for h in health}
+    assert all(latest[name].status.value == "healthy" for name in run.services[1:])
+
+
+async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_bootstrap, workers, tmp_path):
+    run = FleetRun(tmp_path)
+    run.latency_incident(at_seconds=200, seconds=60)
+    second_incident = run.latency_incident(at_seconds=380, seconds=60)
+    first = workers.start(**run.env)
+    await run.publish(kafka_bootstrap, 0, 300)
+    await consume_until(
+        kafka_bootstrap, topics.ACTION_REQUESTS.name, lambda got: len(got) >= 1, keep=run.ours, timeout=120
+    )
+    first.stop(signal.SIGKILL)
+
+    await run.publish(kafka_bootstrap, 300, 620)
+    workers.start(**run.env)
+    await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS, timeout=180)
+
+    windows = await run.read(kafka_bootstrap, topics.WINDOWS, WindowAggregate)
+    by_window: dict[tuple, set[int]] = defaultdict(set)
+    for w in windows:
+        by_window[(w.service_name, w.metric_name, w.window_start)].add(w.count)
+    assert all(len(counts) == 1 for counts in by_window.values()), "a window was emitted twice with different counts"
+    closed_span = {start for (_, _, start) in by_window}
+    assert closed_span == {T0 + i * 10 * SECOND for i in range(61)}
+    assert sum(counts.pop() for counts in by_window.values()) == run.produced - 4 * 5 * 10
+
+    anomalies = await run.read(kafka_bootstrap, topics.ANOMALIES, Anomaly)
+    assert any(a.window_start >= second_incident and a.metric_name == "latency_p95" for a in anomalies), (
+        "the restarted worker missed the second incident: its models were warming up again"
+    )
+    requests = await run.read(kafka_bootstrap, topics.ACTION_REQUESTS, ActionRequest)
+    assert len({r.action_id for r in requests}) == 1
+    results = await run.read(kafka_bootstrap, topics.ACTION_RESULTS, ActionResult)
+    assert [r.status for r in results] == [ActionStatus.REJECTED]
+    assert results[0].message.startswith("cooldown:")
+
+
+async def test_two_workers_share_the_work_and_one_takes_over(kafka_bootstrap, workers, tmp_path):
+    run = FleetRun(tmp_path)
+    first, second = workers.start(**run.env), workers.start(**run.env)
+    await run.publish(kafka_bootstrap, 0, 200)
+    await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS, timeout=180)
+    assert await group_members(kafka_bootstrap, workers.app_id) == 2
+
+    second.stop()
+    await run.publish(kafka_bootstrap, 200, 420)
+    await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS, timeout=180)
+    assert first.alive()
+
+    windows = await run.read(kafka_bootstrap, topics.WINDOWS, WindowAggregate)
+    counts = Counter()
+    for w in {(w.service_name, w.metric_name, w.window_start): w for w in windows}.values():
+        counts[w.service_name] += w.count
+    assert counts == {name: 5 * (420 - 10) for name in run.services}
