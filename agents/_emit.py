@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TypeVar
 
-from faust.types import EventT
+from faust.types import EventT, TopicT
 from pydantic import BaseModel
 
 from pipeline.app import dead_letter_topic
@@ -37,7 +39,11 @@ async def dead_letter(event: EventT, payload: bytes, reason: str) -> None:
     log.warning("record dead-lettered", extra={"topic": message.topic, "offset": message.offset, "reason": reason[:300]})
 
 
-async def send_delivered(topic, key: str, event: BaseModel) -> None:
-    """Send and wait for the broker's ack: state that records "emitted" must never run ahead of it."""
-    pending = await topic.send(key=key.encode(), value=encode(event))
-    await pending
+async def send_delivered(topic: TopicT, events: Iterable[tuple[str, BaseModel]]) -> None:
+    """Send ``(service, event)`` pairs and wait for the broker's acks.
+
+    State that says "emitted" is written only after this returns, so a crash can repeat an
+    event (consumers deduplicate by id) but never lose one.
+    """
+    pending = [await topic.send(key=service.encode(), value=encode(event)) for service, event in events]
+    await asyncio.gather(*pending)

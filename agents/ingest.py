@@ -1,4 +1,4 @@
-"""``aiops.metrics`` → validated samples on ``aiops.metrics.samples``, the rest to the dead-letter topic."""
+"""``aiops.metrics`` → valid samples on ``aiops.metrics.samples`` (a batch per service), the rest dead-lettered."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from schemas import encode
 async def ingest_metrics(stream):
     async for event in stream.events():
         message = event.message
+        origin = Origin.of(message.topic, message.partition, message.offset)
         result = parse_metrics_record(event.value)
-        for index, sample in enumerate(result.samples):
-            origin = Origin.of(message.topic, message.partition, message.offset, index)
+        for service, batch in result.by_service().items():
             await metric_samples_topic.send(
-                key=sample.service_name.encode(), value=encode(sample), headers={ORIGIN_HEADER: origin.header()}
+                key=service.encode(), value=encode(batch), headers={ORIGIN_HEADER: origin.header()}
             )
         for rejection in result.rejected:
             await dead_letter(event, rejection.payload, rejection.reason)

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from agents._emit import ORIGIN_HEADER, decode_or_dead_letter, send_delivered
-from pipeline.app import app, metric_samples_topic, series_windows, window_spec, windows_topic
-from pipeline.windows import Origin, SeriesWindows, add_sample
-from schemas import MetricSample
+from pipeline.app import app, metric_samples_topic, settings, window_spec, window_states, windows_topic
+from pipeline.windows import Origin, ServiceWindows
+from schemas import MetricBatch, WindowAggregate
 
 
 @app.agent(metric_samples_topic)
 async def window_samples(stream):
-    async for event in stream.events():
-        sample = await decode_or_dead_letter(event, MetricSample)
-        if sample is None:
-            continue
-        message = event.message
-        header = event.headers.get(ORIGIN_HEADER)
-        origin = Origin.from_header(header) if header else Origin.of(message.topic, message.partition, message.offset)
-        key = f"{sample.service_name}|{sample.metric_name}"
-        state = series_windows.get(key) or SeriesWindows()
-        for window in add_sample(window_spec, state, sample, origin):
-            await send_delivered(windows_topic, sample.service_name, window)
-        series_windows[key] = state
+    async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
+        states: dict[str, ServiceWindows] = {}
+        closed: list[tuple[str, WindowAggregate]] = []
+        for event in events:
+            batch = await decode_or_dead_letter(event, MetricBatch)
+            if batch is None:
+                continue
+            message, header = event.message, event.headers.get(ORIGIN_HEADER)
+            origin = Origin.from_header(header) if header else Origin.of(message.topic, message.partition, message.offset)
+            for index, sample in enumerate(batch.metrics):
+                service = sample.service_name
+                if service not in states:
+                    states[service] = window_states.get(service) or ServiceWindows()
+                closed += [(service, window) for window in states[service].add(window_spec, sample, origin.at(index))]
+        await send_delivered(windows_topic, closed)
+        for service, state in states.items():
+            window_states[service] = state

@@ -13,6 +13,7 @@ import faust
 
 from pipeline import topics
 from pipeline.config import get_settings
+from pipeline.detection import DetectionSettings
 from pipeline.policy import PolicyConfig, load_policy
 from pipeline.windows import WindowSpec
 
@@ -34,6 +35,7 @@ app = faust.App(
     value_serializer="raw",
 )
 
+detection_settings = DetectionSettings(settings.detector, settings.warmup_windows, settings.anomaly_threshold)
 window_spec = WindowSpec(
     size_ms=int(settings.window_seconds * 1000), lateness_ms=int(settings.allowed_lateness_seconds * 1000)
 )
@@ -47,23 +49,25 @@ def faust_topic(spec: topics.TopicSpec) -> faust.TopicT:
 
 
 class StateTable:
-    """A Faust table of core state objects, pickled into its changelog topic.
+    """A Faust table of core state objects per service, pickled into its changelog topic.
 
-    Partitioned like the topic its agent reads, so each key lives with its records. Only this
-    app's workers write the changelog; keep it closed to other producers like any state store.
-    Writes must happen inside the agent, while it handles a record: Faust puts the change on
-    that record's partition.
+    Keys are service names, encoded exactly like the record keys of the topic the agent reads,
+    and the changelog is partitioned by key like that topic: each service's state lives on the
+    partition of its records, so it moves with them when workers come and go. Only this app's
+    workers write the changelog; keep it closed to other producers like any state store.
     """
 
     def __init__(self, name: str, source: topics.TopicSpec) -> None:
-        self._table = app.Table(name, partitions=source.partitions(settings), key_type=str, value_type=bytes)
+        self._table = app.Table(
+            name, partitions=source.partitions(settings), key_type=bytes, value_type=bytes, use_partitioner=True
+        )
 
-    def get(self, key: str) -> Any:
-        raw = self._table.get(key)
+    def get(self, service: str) -> Any:
+        raw = self._table.get(service.encode())
         return pickle.loads(raw) if raw is not None else None
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._table[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    def __setitem__(self, service: str, value: Any) -> None:
+        self._table[service.encode()] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 metrics_topic = faust_topic(topics.METRICS)
@@ -75,7 +79,6 @@ service_health_topic = faust_topic(topics.SERVICE_HEALTH)
 action_requests_topic = faust_topic(topics.ACTION_REQUESTS)
 action_results_topic = faust_topic(topics.ACTION_RESULTS)
 
-series_windows = StateTable("series-windows", topics.METRIC_SAMPLES)
-series_models = StateTable("series-models", topics.WINDOWS)
-service_snapshots = StateTable("service-snapshots", topics.WINDOWS)
-policy_states = StateTable("policy-state", topics.ANOMALIES)
+window_states = StateTable("windows", topics.METRIC_SAMPLES)
+detection_states = StateTable("detection", topics.WINDOWS)
+policy_states = StateTable("policy", topics.ANOMALIES)

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1, le=16, description="Replication factor of topics when created.")
     metrics_retention_hours: int = Field(72, ge=1, description="Retention of raw metric and internal topics.")
     events_retention_hours: int = Field(24 * 14, ge=1, description="Retention of anomaly, action and DLQ topics.")
+    batch_max_records: int = Field(2000, ge=1, le=100_000, description="Records an agent takes in one batch at most.")
+    batch_max_seconds: float = Field(
+        0.2, gt=0, le=10, description="How long an agent waits to fill a batch: bounds the added latency."
+    )
     window_seconds: float = Field(10, gt=0, le=3600, description="Size of the tumbling windows, in event time.")
     allowed_lateness_seconds: float = Field(
         5, ge=0, le=3600, description="How long after its end a window waits for late samples before it closes."

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from pipeline import topics
 from pipeline.config import Settings
-from schemas import STANDARD_METRICS, DeadLetter, MetricSample, decode
+from schemas import STANDARD_METRICS, DeadLetter, MetricBatch, decode
 
 DEMO_SERVICES = ("payment-api", "user-auth", "inventory-svc", "notification-svc")
 DEMO_PORT = 9092
@@ -113,9 +113,9 @@ async def _produce_and_watch(settings: Settings, worker: subprocess.Popen) -> No
                             dead += 1
                             last_reason = decode(DeadLetter, record.value).reason
                         else:
-                            forwarded += 1
-                            sample = decode(MetricSample, record.value)
-                            last_sample = f"{sample.service_name} {sample.metric_name}={sample.value:g}"
+                            samples = decode(MetricBatch, record.value).metrics
+                            forwarded += len(samples)
+                            last_sample = f"{samples[-1].service_name} {samples[-1].metric_name}={samples[-1].value:g}"
             print(f"forwarded {forwarded:>6} samples (last: {last_sample})  dead letters {dead:>3} (last: {last_reason[:70]})", flush=True)
     finally:
         await consumer.stop()

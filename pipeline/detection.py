@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import river
 
 from pipeline.detectors import Detector, make_detector
-from schemas import Anomaly, Severity, WindowAggregate
+from pipeline.health import ServiceSnapshot
+from schemas import Anomaly, ServiceHealth, Severity, WindowAggregate
 
 SEVERITY_FLOORS: tuple[tuple[float, Severity], ...] = (
     (0.99, Severity.CRITICAL),
@@ -94,3 +95,36 @@ def build_anomaly(window: WindowAggregate, verdict: Verdict, model_name: str, me
         model=model_name,
         metric_values=metric_values,
     )
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    detector: str
+    warmup_windows: int
+    anomaly_threshold: float
+
+
+@dataclass
+class ServiceDetection:
+    """The models of every metric of one service and its latest snapshot: one table key."""
+
+    models: dict[str, SeriesModel] = field(default_factory=dict)
+    snapshot: ServiceSnapshot = field(default_factory=ServiceSnapshot)
+
+    def observe(self, window: WindowAggregate, settings: DetectionSettings) -> tuple[Anomaly | None, ServiceHealth] | None:
+        """Judge one closed window: the anomaly it raised (if any) and the service's health after it.
+
+        None when the window was already judged (a redelivery).
+        """
+        model = self.models.get(window.metric_name)
+        if model is None or not model.is_current(settings.detector):
+            model = self.models[window.metric_name] = SeriesModel.new(settings.detector)
+        verdict = judge(model, window, settings.warmup_windows)
+        if verdict is None:
+            return None
+        anomaly = None
+        if verdict.score >= settings.anomaly_threshold:
+            anomaly = build_anomaly(window, verdict, model.detector.name, dict(self.snapshot.values))
+        end_ms = int(window.window_end.timestamp() * 1000)
+        self.snapshot.record(window.metric_name, verdict.actual, verdict.score, anomaly.severity if anomaly else None, end_ms)
+        return anomaly, self.snapshot.health(window.service_name)

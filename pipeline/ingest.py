@@ -8,6 +8,7 @@ never costs the rest of its batch.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pydantic_core
@@ -27,6 +28,13 @@ class Rejection:
 class IngestResult:
     samples: list[MetricSample] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+
+    def by_service(self) -> dict[str, MetricBatch]:
+        """The valid samples as one batch per service, in their original order."""
+        grouped: dict[str, list[MetricSample]] = defaultdict(list)
+        for sample in self.samples:
+            grouped[sample.service_name].append(sample)
+        return {service: MetricBatch(metrics=samples) for service, samples in grouped.items()}
 
 
 def parse_metrics_record(raw: bytes | None) -> IngestResult:

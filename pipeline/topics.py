@@ -41,7 +41,9 @@ class TopicSpec:
 
 
 METRICS = TopicSpec("aiops.metrics", "Raw metric samples from producers: one sample or a batch per record.", retention="metrics")
-METRIC_SAMPLES = TopicSpec("aiops.metrics.samples", "Validated samples, one per record (internal).", retention="metrics")
+METRIC_SAMPLES = TopicSpec(
+    "aiops.metrics.samples", "Validated samples, a batch of one service per record (internal).", retention="metrics"
+)
 METRICS_DLQ = TopicSpec("aiops.metrics.dlq", "Records that failed validation, with the reason.")
 WINDOWS = TopicSpec("aiops.windows", "Closed window aggregates per (service, metric).", retention="metrics")
 LOGS = TopicSpec("aiops.logs", "Log records from producers.", retention="metrics")

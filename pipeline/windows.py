@@ -44,6 +44,10 @@ class Origin:
         source, _, position = value.decode().rpartition("@")
         return cls(source, int(position))
 
+    def at(self, index: int) -> Origin:
+        """The origin of the ``index``-th sample of the batch this origin starts."""
+        return Origin(self.source, self.position + index)
+
 
 @dataclass(slots=True)
 class OpenWindow:
@@ -156,3 +160,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(slots=True)
+class ServiceWindows:
+    """The windows of every metric of one service: the unit a worker stores per table key."""
+
+    series: dict[str, SeriesWindows] = field(default_factory=dict)
+
+    def add(self, spec: WindowSpec, sample: MetricSample, origin: Origin | None = None) -> list[WindowAggregate]:
+        state = self.series.get(sample.metric_name)
+        if state is None:
+            state = self.series[sample.metric_name] = SeriesWindows()
+        return add_sample(spec, state, sample, origin)

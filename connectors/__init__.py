@@ -1,0 +1,1 @@
+"""Connections to the outside systems the pipeline runs on (Kafka for now)."""

@@ -1,0 +1,116 @@
+"""The development broker is a real Kafka: keyed records survive a produce/consume round trip,
+and LocalKafka cleans up after itself (no JVM or temp dir left behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from connectors.kafka_local import LocalKafka, LocalKafkaError, free_port
+
+pytestmark = pytest.mark.integration
+
+RECORDS = 30
+PARTITIONS = 3
+
+
+async def test_keyed_records_round_trip(kafka_bootstrap: str) -> None:
+    topic = f"it-roundtrip-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    finally:
+        await admin.close()
+
+    sent = [(f"key-{i:02d}".encode(), f"value-{i:02d}".encode()) for i in range(RECORDS)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in sent:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"it-group-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    received: list[tuple[bytes | None, bytes | None]] = []
+    partitions_seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(received) < RECORDS and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batches.items():
+                partitions_seen.add(tp.partition)
+                received.extend((record.key, record.value) for record in records)
+        assert consumer.partitions_for_topic(topic) == set(range(PARTITIONS))
+    finally:
+        await consumer.stop()
+
+    assert sorted(received) == sorted(sent)  # all of them, each exactly once
+    assert len(partitions_seen) > 1, "keys should spread over the partitions"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # The pid may have been reused by then: only a JVM running Kafka counts.
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return not cmdline.exists() or b"kafka.Kafka" in cmdline.read_bytes()
+
+
+async def _cluster(bootstrap: str) -> dict[str, Any]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        cluster: dict[str, Any] = await admin.describe_cluster()
+        return cluster
+    finally:
+        await admin.close()
+
+
+def test_local_kafka_starts_answers_and_cleans_up() -> None:
+    kafka = LocalKafka()
+    bootstrap = kafka.start()
+    try:
+        pid, data_dir = kafka.pid, kafka.data_dir
+        assert pid is not None and data_dir is not None and data_dir.is_dir()
+        cluster = asyncio.run(_cluster(bootstrap))
+        assert [broker["port"] for broker in cluster["brokers"]] == [int(bootstrap.rsplit(":", 1)[1])]
+    finally:
+        kafka.stop()
+
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid), f"broker JVM {pid} outlived stop()"
+    assert not data_dir.exists(), f"temporary data dir {data_dir} was not removed"
+    assert not kafka.running
+
+
+def test_busy_port_is_a_clear_error() -> None:
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        kafka = LocalKafka(port=port)
+        with pytest.raises(LocalKafkaError, match=rf"port {port} .*already in use.*AIOPS_KAFKA_BOOTSTRAP"):
+            kafka.start()
+        assert not kafka.running and kafka.data_dir is None
