@@ -36,7 +36,9 @@ async def dead_letter(event: EventT, payload: bytes, reason: str) -> None:
         payload, reason, source_topic=message.topic, partition=message.partition, offset=message.offset, key=event.key
     )
     await dead_letter_topic.send(key=event.key, value=encode(letter))
-    log.warning("record dead-lettered", extra={"topic": message.topic, "offset": message.offset, "reason": reason[:300]})
+    log.warning(
+        "record dead-lettered", extra={"topic": message.topic, "offset": message.offset, "reason": reason[:300]}
+    )
 
 
 async def send_delivered(topic: TopicT, events: Iterable[tuple[str, BaseModel]]) -> None:

@@ -18,7 +18,9 @@ async def window_samples(stream):
             if batch is None:
                 continue
             message, header = event.message, event.headers.get(ORIGIN_HEADER)
-            origin = Origin.from_header(header) if header else Origin.of(message.topic, message.partition, message.offset)
+            origin = (
+                Origin.from_header(header) if header else Origin.of(message.topic, message.partition, message.offset)
+            )
             for index, sample in enumerate(batch.metrics):
                 service = sample.service_name
                 if service not in states:

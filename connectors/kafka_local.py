@@ -40,14 +40,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from pipeline.config import get_settings
+
 __all__ = ["KAFKA_VERSION", "LocalKafka", "LocalKafkaError", "ensure_jars", "free_port", "main"]
 
 log = logging.getLogger("aiops.kafka_local")
 
-DEFAULT_KAFKA_VERSION = "4.1.1"
-#: The Kafka release to run. The only place AIOPS_KAFKA_VERSION is read, so that a version bump
-#: can be tried without editing code (the pom's own default is only used by hand-run mvn).
-KAFKA_VERSION: str = os.environ.get("AIOPS_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
+KAFKA_VERSION: str = get_settings().kafka_version
+"""The Kafka release to run (``AIOPS_KAFKA_VERSION``); the pom's own default is only for hand-run mvn."""
 
 _HOST = "127.0.0.1"
 _POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -79,7 +79,7 @@ class LocalKafkaError(RuntimeError):
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("AIOPS_CACHE_DIR") or Path.home() / ".cache" / "aiops-sentry")
+    return get_settings().cache_dir
 
 
 def _java() -> str:
@@ -118,7 +118,7 @@ def ensure_jars(version: str = KAFKA_VERSION) -> Path:
     """Return a directory holding Kafka ``version``'s broker jars, fetching them with Maven once.
 
     Maven resolves exactly the dependency set Kafka publishes, so no jar list is kept by hand.
-    The result is cached per version under ``$AIOPS_CACHE_DIR`` (default ~/.cache/aiops-sentry);
+    The result is cached per version under ``AIOPS_CACHE_DIR`` (default ~/.cache/aiops-sentry);
     the fetch fills a temporary directory that is renamed into place only when complete, so an
     interrupted fetch is never mistaken for a finished one.
     """

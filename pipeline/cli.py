@@ -10,6 +10,7 @@ from pipeline.config import Settings, get_settings
 from pipeline.logs import configure_logging, logging_config
 from pipeline.simulator import DEFAULT_SERVICES
 
+
 class CommandError(Exception):
     """A failure the user can fix; printed as one line, exit code 2."""
 
@@ -94,7 +95,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         incidents = [Incident.parse(text, now) for text in args.incident]
     except ValueError as err:
         raise CommandError(str(err)) from None
-    fleet = Fleet(services=tuple(args.services.split(",")), incidents=incidents, seed=args.seed, day_seconds=args.day_seconds)
+    fleet = Fleet(
+        services=tuple(args.services.split(",")), incidents=incidents, seed=args.seed, day_seconds=args.day_seconds
+    )
     interval = timedelta(seconds=args.interval)
     until = now + timedelta(seconds=args.duration) if args.duration else None
     _ensure_topics(settings)
@@ -113,7 +116,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiops", description="AI Ops Sentry: catch incidents in service metrics, fix them safely.")
+    parser = argparse.ArgumentParser(
+        prog="aiops", description="AI Ops Sentry: catch incidents in service metrics, fix them safely."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help=cmd_worker.__doc__)

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="YAML or TOML file with the service catalog and action rules; unset: no automatic actions."
     )
+    kafka_version: str = Field("4.1.1", description="Apache Kafka release the local development broker runs.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "aiops-sentry", description="Where the local broker's jars are cached."
+    )
     data_dir: Path = Field(Path(".aiops"), description="Worker state: Faust table stores and local files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="json lines for machines, text for people.")

@@ -1,30 +1,37 @@
-"""``aiops demo``: the pipeline on one machine, with a small producer, until Ctrl-C.
+"""``aiops demo``: the whole pipeline on one machine, on a simulated fleet, until Ctrl-C.
 
-Starts the local broker on 127.0.0.1:9092 (unless ``AIOPS_KAFKA_BOOTSTRAP`` names one), creates
-the topics, runs a worker, produces samples for a few services (and now and then a malformed
-record) and prints what comes out the other side.
+Starts the local broker on 127.0.0.1:9092 (unless ``AIOPS_KAFKA_BOOTSTRAP`` names one),
+creates the topics, runs a worker with the demo policy, publishes ten minutes of history so
+the models are warm, then goes live and injects incidents. It prints what the pipeline says:
+anomalies, health changes and action requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pipeline import topics
 from pipeline.config import Settings
-from schemas import STANDARD_METRICS, DeadLetter, MetricBatch, decode
+from pipeline.producer import MetricsProducer
+from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history, publish_live
+from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, ServiceHealth, decode
 
-DEMO_SERVICES = ("payment-api", "user-auth", "inventory-svc", "notification-svc")
 DEMO_PORT = 9092
+DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
+BACKFILL = timedelta(minutes=10)
+INCIDENTS = (
+    (IncidentKind.LATENCY_SPIKE, "payment-api", timedelta(seconds=45), timedelta(seconds=90)),
+    (IncidentKind.ERROR_BURST, "user-auth", timedelta(minutes=4), timedelta(seconds=60)),
+    (IncidentKind.CPU_SATURATION, "notification-svc", timedelta(minutes=7), timedelta(seconds=90)),
+    (IncidentKind.MEMORY_LEAK, "inventory-svc", timedelta(minutes=10), timedelta(minutes=5)),
+)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -39,14 +46,15 @@ def run_demo(settings: Settings) -> int:
 
             broker = running.enter_context(LocalKafka(port=DEMO_PORT))
             settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+        settings = settings.model_copy(update={"policy_file": settings.policy_file or DEMO_POLICY})
         print(f"kafka      {settings.kafka_bootstrap}", flush=True)
         asyncio.run(topics.ensure_topics(settings))
         worker = _start_worker(settings)
         running.callback(_stop, worker)
         print(f"worker     pid {worker.pid}, log {settings.data_dir / 'demo-worker.log'}", flush=True)
-        print("producing  samples for " + ", ".join(DEMO_SERVICES) + " (Ctrl-C stops everything)", flush=True)
+        print(f"policy     {settings.policy_file}", flush=True)
         try:
-            asyncio.run(_produce_and_watch(settings, worker))
+            asyncio.run(_simulate_and_watch(settings, worker))
         except KeyboardInterrupt:
             print("\nstopping", flush=True)
     return 0
@@ -55,7 +63,10 @@ def run_demo(settings: Settings) -> int:
 def _start_worker(settings: Settings) -> subprocess.Popen:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.data_dir / "demo-worker.log").open("ab")
-    env = os.environ | {"AIOPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    env = os.environ | {
+        "AIOPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "AIOPS_POLICY_FILE": str(settings.policy_file),
+    }
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
 
 
@@ -67,56 +78,57 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def demo_batch(now: datetime, rng: random.Random) -> dict:
-    """One batch: the five standard metrics of every demo service, with a daily-like swing and noise."""
-    phase = math.sin(now.timestamp() / 60)
-    base = {"cpu_usage": 40, "memory_usage": 512, "latency_p95": 120, "request_rate": 200, "error_rate": 0.5}
-    return {
-        "metrics": [
-            {
-                "timestamp": now.isoformat(),
-                "service_name": service,
-                "metric_name": metric,
-                "value": round(base[metric] * (1 + 0.2 * phase) * rng.uniform(0.9, 1.1), 3),
-            }
-            for service in DEMO_SERVICES
-            for metric in STANDARD_METRICS
-        ]
-    }
-
-
-async def _produce_and_watch(settings: Settings, worker: subprocess.Popen) -> None:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    consumer = AIOKafkaConsumer(
-        topics.METRIC_SAMPLES.name, topics.METRICS_DLQ.name, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
-    )
-    await producer.start()
-    await consumer.start()
-    rng = random.Random(7)
-    forwarded = dead = 0
-    last_sample, last_reason = "", ""
+async def _simulate_and_watch(settings: Settings, worker: subprocess.Popen) -> None:
+    start = datetime.now(UTC)
+    fleet = Fleet(incidents=[Incident(kind, service, start + at, lasting) for kind, service, at, lasting in INCIDENTS])
+    for kind, service, at, lasting in INCIDENTS:
+        print(f"incident   {kind.value} on {service} at +{at.total_seconds():.0f}s for {lasting.total_seconds():.0f}s")
+    watcher = asyncio.create_task(_watch(settings, start))
     try:
-        for tick in range(sys.maxsize):
-            if worker.poll() is not None:
-                raise SystemExit(f"worker exited with {worker.returncode}; see {settings.data_dir / 'demo-worker.log'}")
-            await producer.send_and_wait(topics.METRICS.name, json.dumps(demo_batch(datetime.now(UTC), rng)).encode())
-            if tick % 5 == 4:
-                bad = {"timestamp": "not-a-time", "service_name": "payment-api", "metric_name": "cpu_usage", "value": "high"}
-                await producer.send_and_wait(topics.METRICS.name, json.dumps(bad).encode(), key=b"payment-api")
-            deadline = time.monotonic() + 1.0
-            while (left := deadline - time.monotonic()) > 0:
-                for tp, records in (await consumer.getmany(timeout_ms=int(left * 1000))).items():
-                    for record in records:
-                        if tp.topic == topics.METRICS_DLQ.name:
-                            dead += 1
-                            last_reason = decode(DeadLetter, record.value).reason
-                        else:
-                            samples = decode(MetricBatch, record.value).metrics
-                            forwarded += len(samples)
-                            last_sample = f"{samples[-1].service_name} {samples[-1].metric_name}={samples[-1].value:g}"
-            print(f"forwarded {forwarded:>6} samples (last: {last_sample})  dead letters {dead:>3} (last: {last_reason[:70]})", flush=True)
+        async with MetricsProducer(settings.kafka_bootstrap) as producer:
+            second = timedelta(seconds=1)
+            history = await publish_history(fleet, producer.send, start - BACKFILL, start, second)
+            print(f"history    {history} samples over the last {BACKFILL.total_seconds() / 60:.0f} minutes; live now")
+            live = asyncio.create_task(publish_live(fleet, producer.send, second))
+            while not live.done():
+                if worker.poll() is not None:
+                    log = settings.data_dir / "demo-worker.log"
+                    raise SystemExit(f"worker exited with {worker.returncode}; see {log}")
+                await asyncio.sleep(1)
+            await live
+    finally:
+        watcher.cancel()
+
+
+async def _watch(settings: Settings, start: datetime) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    watched = (topics.ANOMALIES, topics.SERVICE_HEALTH, topics.ACTION_REQUESTS, topics.ACTION_RESULTS, topics.METRICS_DLQ)
+    consumer = AIOKafkaConsumer(*(spec.name for spec in watched), bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    status: dict[str, str] = {}
+    try:
+        async for record in consumer:
+            since = f"+{(datetime.now(UTC) - start).total_seconds():5.0f}s"
+            if record.topic == topics.ANOMALIES.name:
+                a = decode(Anomaly, record.value)
+                print(
+                    f"{since} anomaly  {a.service_name} {a.metric_name} {a.severity.value} score {a.anomaly_score:.3f}"
+                    f" actual {a.actual_value:.1f} expected {a.expected_value:.1f}",
+                    flush=True,
+                )
+            elif record.topic == topics.SERVICE_HEALTH.name:
+                h = decode(ServiceHealth, record.value)
+                if status.get(h.service_name) != h.status.value:
+                    status[h.service_name] = h.status.value
+                    print(f"{since} health   {h.service_name} is {h.status.value}", flush=True)
+            elif record.topic == topics.ACTION_REQUESTS.name:
+                r = decode(ActionRequest, record.value)
+                print(f"{since} action   {r.action_type.value} {r.service_name} ({r.reason})", flush=True)
+            elif record.topic == topics.ACTION_RESULTS.name:
+                result = decode(ActionResult, record.value)
+                print(f"{since} result   {result.status.value} {result.service_name}: {result.message}", flush=True)
+            else:
+                print(f"{since} dead letter: {decode(DeadLetter, record.value).reason}", flush=True)
     finally:
         await consumer.stop()
-        await producer.stop()

@@ -67,7 +67,9 @@ def judge(model: SeriesModel, window: WindowAggregate, warmup_windows: int) -> V
         return None
     actual = window_value(window)
     warm = model.windows_learned >= warmup_windows
-    verdict = Verdict(score=model.detector.score_one(actual) if warm else 0.0, expected=model.detector.expected(), actual=actual)
+    verdict = Verdict(
+        score=model.detector.score_one(actual) if warm else 0.0, expected=model.detector.expected(), actual=actual
+    )
     model.detector.learn_one(actual)
     model.windows_learned += 1
     model.last_window_end_ms = end_ms
@@ -80,7 +82,9 @@ def anomaly_id(window: WindowAggregate) -> str:
     return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
-def build_anomaly(window: WindowAggregate, verdict: Verdict, model_name: str, metric_values: dict[str, float]) -> Anomaly:
+def build_anomaly(
+    window: WindowAggregate, verdict: Verdict, model_name: str, metric_values: dict[str, float]
+) -> Anomaly:
     return Anomaly(
         id=anomaly_id(window),
         timestamp=window.window_end,
@@ -111,7 +115,9 @@ class ServiceDetection:
     models: dict[str, SeriesModel] = field(default_factory=dict)
     snapshot: ServiceSnapshot = field(default_factory=ServiceSnapshot)
 
-    def observe(self, window: WindowAggregate, settings: DetectionSettings) -> tuple[Anomaly | None, ServiceHealth] | None:
+    def observe(
+        self, window: WindowAggregate, settings: DetectionSettings
+    ) -> tuple[Anomaly | None, ServiceHealth] | None:
         """Judge one closed window: the anomaly it raised (if any) and the service's health after it.
 
         None when the window was already judged (a redelivery).
@@ -126,5 +132,7 @@ class ServiceDetection:
         if verdict.score >= settings.anomaly_threshold:
             anomaly = build_anomaly(window, verdict, model.detector.name, dict(self.snapshot.values))
         end_ms = int(window.window_end.timestamp() * 1000)
-        self.snapshot.record(window.metric_name, verdict.actual, verdict.score, anomaly.severity if anomaly else None, end_ms)
+        self.snapshot.record(
+            window.metric_name, verdict.actual, verdict.score, anomaly.severity if anomaly else None, end_ms
+        )
         return anomaly, self.snapshot.health(window.service_name)

@@ -186,8 +186,9 @@ def _track(state: PolicyState, limits: Limits, key: tuple[str, str], start_ms: i
 def _hold_back_reason(limits: Limits, state: PolicyState, request: ActionRequest, now_ms: int) -> str | None:
     last = state.last_action_ms.get((request.service_name, request.action_type.value))
     if last is not None and now_ms - last < limits.cooldown_seconds * 1000:
-        left = limits.cooldown_seconds - (now_ms - last) / 1000
-        return f"cooldown: {request.action_type.value} on {request.service_name} ran {(now_ms - last) / 1000:.0f}s ago; {left:.0f}s left"
+        ago = (now_ms - last) / 1000
+        action = f"{request.action_type.value} on {request.service_name}"
+        return f"cooldown: {action} ran {ago:.0f}s ago; {limits.cooldown_seconds - ago:.0f}s left"
     window_start = now_ms - limits.breaker_window_seconds * 1000
     state.recent_actions_ms = [ms for ms in state.recent_actions_ms if ms > window_start]
     if len(state.recent_actions_ms) >= limits.breaker_max_actions:

@@ -75,10 +75,14 @@ class Incident:
         """``KIND:SERVICE:AT:DURATION`` with AT and DURATION in seconds after ``origin``."""
         try:
             kind, service, at, duration = text.split(":")
-            return cls(IncidentKind(kind), service, origin + timedelta(seconds=float(at)), timedelta(seconds=float(duration)))
+            return cls(
+                IncidentKind(kind), service, origin + timedelta(seconds=float(at)), timedelta(seconds=float(duration))
+            )
         except ValueError:
             kinds = ", ".join(kind.value for kind in IncidentKind)
-            raise ValueError(f"incident {text!r}: expected KIND:SERVICE:AT_SECONDS:DURATION_SECONDS with KIND one of {kinds}") from None
+            raise ValueError(
+                f"incident {text!r}: expected KIND:SERVICE:AT_SECONDS:DURATION_SECONDS with KIND one of {kinds}"
+            ) from None
 
 
 @dataclass

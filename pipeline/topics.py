@@ -40,7 +40,9 @@ class TopicSpec:
         return {"cleanup.policy": "delete", "retention.ms": str(hours * HOUR_MS), **self.extra_config}
 
 
-METRICS = TopicSpec("aiops.metrics", "Raw metric samples from producers: one sample or a batch per record.", retention="metrics")
+METRICS = TopicSpec(
+    "aiops.metrics", "Raw metric samples from producers: one sample or a batch per record.", retention="metrics"
+)
 METRIC_SAMPLES = TopicSpec(
     "aiops.metrics.samples", "Validated samples, a batch of one service per record (internal).", retention="metrics"
 )
@@ -57,7 +59,9 @@ SERVICE_HEALTH = TopicSpec(
 ACTION_REQUESTS = TopicSpec(
     "aiops.actions.requests", "Action requests from the policy and from operators.", single_partition=True
 )
-ACTION_RESULTS = TopicSpec("aiops.actions.results", "One or more results for every action request.", single_partition=True)
+ACTION_RESULTS = TopicSpec(
+    "aiops.actions.results", "One or more results for every action request.", single_partition=True
+)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     METRICS,

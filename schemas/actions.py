@@ -81,7 +81,10 @@ class ActionRequest(Event):
         if self.target_type is TargetType.CLOUD_RUN and not self.region:
             raise ValueError("region is required when target_type is cloud_run")
         if self.action_type is ActionType.SCALE_DEPLOYMENT and (
-            self.replicas is None and self.min_replicas is None and self.max_replicas is None and self.scale_factor is None
+            self.replicas is None
+            and self.min_replicas is None
+            and self.max_replicas is None
+            and self.scale_factor is None
         ):
             raise ValueError("scale_deployment needs replicas, min_replicas, max_replicas or scale_factor")
         if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:

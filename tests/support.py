@@ -22,14 +22,18 @@ class Worker:
 
     def __init__(self, bootstrap: str, app_id: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = data_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        env = os.environ | {
-            "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
-            "AIOPS_APP_ID": app_id,
-            "AIOPS_DATA_DIR": str(data_dir),
-            "AIOPS_TOPIC_PARTITIONS": "3",
-            "AIOPS_LOG_FORMAT": "text",
-            "AIOPS_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        } | (env or {})
+        env = (
+            os.environ
+            | {
+                "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
+                "AIOPS_APP_ID": app_id,
+                "AIOPS_DATA_DIR": str(data_dir),
+                "AIOPS_TOPIC_PARTITIONS": "3",
+                "AIOPS_LOG_FORMAT": "text",
+                "AIOPS_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+            }
+            | (env or {})
+        )
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT
@@ -50,7 +54,6 @@ class Worker:
                 self.process.kill()
                 self.process.wait(10)
         self._log.close()
-
 
 
 class WorkerGroup:
@@ -90,7 +93,9 @@ async def consume_until(
     timeout: float = 90.0,
 ) -> list[ConsumerRecord]:
     """Read ``topic`` from the beginning until ``done(kept records)`` holds, or fail at the deadline."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     kept: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout
@@ -109,7 +114,9 @@ async def read_all(
     bootstrap: str, topic: str, keep: Callable[[ConsumerRecord], bool] = lambda record: True, timeout: float = 60.0
 ) -> list[ConsumerRecord]:
     """Every record now in ``topic`` (from the beginning up to the current end) that ``keep`` accepts."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         partitions = await _partitions(consumer, [topic])

@@ -20,4 +20,3 @@ def workers(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerGroup]:
     group = WorkerGroup(kafka_bootstrap, tmp_path)
     yield group
     group.stop_all()
-

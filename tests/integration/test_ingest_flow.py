@@ -15,19 +15,28 @@ pytestmark = pytest.mark.integration
 
 
 def sample(service: str, value: float, second: int = 0) -> dict:
-    return {"timestamp": f"2026-01-05T10:00:{second:02d}Z", "service_name": service, "metric_name": "latency_p95", "value": value}
+    return {
+        "timestamp": f"2026-01-05T10:00:{second:02d}Z",
+        "service_name": service,
+        "metric_name": "latency_p95",
+        "value": value,
+    }
 
 
 async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka_bootstrap, workers):
     service = f"svc-{uuid.uuid4().hex[:8]}"
     key = service.encode()
     good = [sample(service, float(i), i) for i in range(5)]
-    batch = {"metrics": [sample(service, 100.0 + i, 10 + i) for i in range(3)] + [sample(service, 0) | {"value": "high"}]}
+    batch = {
+        "metrics": [sample(service, 100.0 + i, 10 + i) for i in range(3)] + [sample(service, 0) | {"value": "high"}]
+    }
     bad = {
         b"{not json": "Invalid JSON",
-        json.dumps({"service_name": service, "metric_name": "cpu_usage", "value": 1}).encode(): "timestamp: Field required",
+        json.dumps(
+            {"service_name": service, "metric_name": "cpu_usage", "value": 1}
+        ).encode(): "timestamp: Field required",
         json.dumps(sample(service, 0) | {"value": "NaN"}).encode(): "value: Input should be a valid number",
-        b'{"timestamp":"2026-01-05T10:00:00Z","service_name":"a","metric_name":"m","value":NaN}': "value: Input should be a finite number",
+        b'{"timestamp":"2026-01-05T10:00:00Z","service_name":"a","metric_name":"m","value":NaN}': "value: Input should be a finite number",  # noqa: E501
         json.dumps(sample(service, 0) | {"metric_name": 7}).encode(): "metric_name: Input should be a valid string",
         b"\xff\xfe": "Invalid JSON",
     }

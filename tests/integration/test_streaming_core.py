@@ -41,9 +41,16 @@ class FleetRun:
         self.policy_file.write_text(
             yaml.safe_dump(
                 {
-                    "catalog": {name: {"type": "gke", "cluster": "test", "namespace": "default"} for name in self.services},
+                    "catalog": {
+                        name: {"type": "gke", "cluster": "test", "namespace": "default"} for name in self.services
+                    },
                     "rules": [
-                        {"name": "latency-restart", "metric": "latency_p95", "consecutive": 2, "action": "rollout_restart"}
+                        {
+                            "name": "latency-restart",
+                            "metric": "latency_p95",
+                            "consecutive": 2,
+                            "action": "rollout_restart",
+                        }
                     ],
                     "limits": {"cooldown_seconds": 3600, "incident_gap_seconds": 60},
                 }

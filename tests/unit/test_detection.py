@@ -19,8 +19,16 @@ T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
 def window(i: int, value: float, metric: str = "latency_p95") -> WindowAggregate:
     start = T0 + timedelta(seconds=10 * i)
     return WindowAggregate(
-        service_name="payment-api", metric_name=metric, window_start=start, window_end=start + timedelta(seconds=10),
-        count=10, mean=value, min=value, max=value, last=value, p95=value if "latency" in metric else None,
+        service_name="payment-api",
+        metric_name=metric,
+        window_start=start,
+        window_end=start + timedelta(seconds=10),
+        count=10,
+        mean=value,
+        min=value,
+        max=value,
+        last=value,
+        p95=value if "latency" in metric else None,
     )
 
 
@@ -71,7 +79,10 @@ def test_unknown_detector_name_says_what_exists():
         make_detector("magic")
 
 
-@pytest.mark.parametrize(("score", "severity"), [(0.995, Severity.CRITICAL), (0.98, Severity.HIGH), (0.95, Severity.MEDIUM), (0.9, Severity.LOW)])
+@pytest.mark.parametrize(
+    ("score", "severity"),
+    [(0.995, Severity.CRITICAL), (0.98, Severity.HIGH), (0.95, Severity.MEDIUM), (0.9, Severity.LOW)],
+)
 def test_severity_bands(score, severity):
     assert severity_for(score) is severity
 
@@ -79,7 +90,9 @@ def test_severity_bands(score, severity):
 def test_anomaly_ids_are_stable_per_window():
     assert anomaly_id(window(1, 5)) == anomaly_id(window(1, 9))
     assert anomaly_id(window(1, 5)) != anomaly_id(window(2, 5))
-    anomaly = build_anomaly(window(1, 600), judge(SeriesModel.new("robust_zscore"), window(1, 600), 0), "robust_zscore", {"cpu_usage": 50.0})
+    anomaly = build_anomaly(
+        window(1, 600), judge(SeriesModel.new("robust_zscore"), window(1, 600), 0), "robust_zscore", {"cpu_usage": 50.0}
+    )
     assert anomaly.id == anomaly_id(window(1, 600)) and anomaly.metric_values == {"cpu_usage": 50.0}
 
 
@@ -93,7 +106,14 @@ def test_constant_series_does_not_alarm_on_tiny_wiggles():
 
 @pytest.mark.parametrize(
     ("cpu", "errors", "status"),
-    [(10, 0.1, HealthStatus.HEALTHY), (61, 0, HealthStatus.DEGRADED), (0, 2.5, HealthStatus.DEGRADED), (81, 0, HealthStatus.CRITICAL), (0, 6, HealthStatus.CRITICAL), (None, None, HealthStatus.HEALTHY)],
+    [
+        (10, 0.1, HealthStatus.HEALTHY),
+        (61, 0, HealthStatus.DEGRADED),
+        (0, 2.5, HealthStatus.DEGRADED),
+        (81, 0, HealthStatus.CRITICAL),
+        (0, 6, HealthStatus.CRITICAL),
+        (None, None, HealthStatus.HEALTHY),
+    ],
 )
 def test_seed_threshold_rule(cpu, errors, status):
     assert threshold_status(cpu, errors) is status

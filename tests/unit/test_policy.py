@@ -20,19 +20,46 @@ POLICY = {
         "inventory-svc": {"type": "gke", "cluster": "prod"},
     },
     "rules": [
-        {"name": "latency-restart", "metric": "latency_p95", "consecutive": 2, "target": "gke", "action": "rollout_restart"},
-        {"name": "cpu-scale", "metric": "cpu_usage", "target": "cloud_run", "action": "scale_deployment", "scale_factor": 1.5, "replica_cap": 40},
+        {
+            "name": "latency-restart",
+            "metric": "latency_p95",
+            "consecutive": 2,
+            "target": "gke",
+            "action": "rollout_restart",
+        },
+        {
+            "name": "cpu-scale",
+            "metric": "cpu_usage",
+            "target": "cloud_run",
+            "action": "scale_deployment",
+            "scale_factor": 1.5,
+            "replica_cap": 40,
+        },
     ],
-    "limits": {"cooldown_seconds": 600, "incident_gap_seconds": 60, "breaker_max_actions": 2, "breaker_window_seconds": 3600},
+    "limits": {
+        "cooldown_seconds": 600,
+        "incident_gap_seconds": 60,
+        "breaker_max_actions": 2,
+        "breaker_window_seconds": 3600,
+    },
 }
 
 
-def anomaly(window: int, service: str = "payment-api", metric: str = "latency_p95", severity: str = "critical") -> Anomaly:
+def anomaly(
+    window: int, service: str = "payment-api", metric: str = "latency_p95", severity: str = "critical"
+) -> Anomaly:
     start = T0 + timedelta(seconds=10 * window)
     return Anomaly(
-        timestamp=start + timedelta(seconds=10), service_name=service, metric_name=metric, window_start=start,
-        window_end=start + timedelta(seconds=10), anomaly_score=0.995, expected_value=120, actual_value=900,
-        severity=severity, model="robust_zscore",
+        timestamp=start + timedelta(seconds=10),
+        service_name=service,
+        metric_name=metric,
+        window_start=start,
+        window_end=start + timedelta(seconds=10),
+        anomaly_score=0.995,
+        expected_value=120,
+        actual_value=900,
+        severity=severity,
+        model="robust_zscore",
     )
 
 
@@ -51,7 +78,10 @@ def test_two_consecutive_critical_windows_make_one_request(config):
     [request] = run(config, state, anomaly(1))
     assert isinstance(request, ActionRequest)
     assert (request.action_type, request.target_type, request.cluster_name, request.namespace) == (
-        ActionType.ROLLOUT_RESTART, TargetType.GKE, "prod", "payments",
+        ActionType.ROLLOUT_RESTART,
+        TargetType.GKE,
+        "prod",
+        "payments",
     )
     assert request.triggered_by == "policy:latency-restart" and "2 window(s)" in request.reason
 
@@ -114,10 +144,18 @@ def test_same_incident_gives_the_same_idempotency_key(config):
         ("rules: [\n  - name: x\n", ".yaml", "not valid YAML"),
         ("rules = [", ".toml", "not valid TOML"),
         ("rules:\n  - name: r\n    metric: cpu_usage\n    action: explode\n", ".yaml", "rules.0.action"),
-        ("rules:\n  - name: r\n    metric: cpu_usage\n    action: scale_deployment\n", ".yaml", "scale_deployment needs"),
+        (
+            "rules:\n  - name: r\n    metric: cpu_usage\n    action: scale_deployment\n",
+            ".yaml",
+            "scale_deployment needs",
+        ),
         ("catalog:\n  svc: {type: gke}\n", ".yaml", "catalog.svc.gke.cluster: Field required"),
         ("limits: {cooldown_seconds: -1}\n", ".yaml", "limits.cooldown_seconds"),
-        ("rules:\n  - {name: a, metric: m, action: rollout_restart}\n  - {name: a, metric: m, action: rollout_restart}\n", ".yaml", "repeated: a"),
+        (
+            "rules:\n  - {name: a, metric: m, action: rollout_restart}\n  - {name: a, metric: m, action: rollout_restart}\n",  # noqa: E501
+            ".yaml",
+            "repeated: a",
+        ),
         ("surprise: 1\n", ".yaml", "surprise: Extra inputs are not permitted"),
     ],
 )

@@ -111,7 +111,12 @@ def test_log_level_outside_the_list_is_rejected():
 
 @pytest.mark.parametrize(
     ("spelling", "expected"),
-    [("gke", TargetType.GKE), ("GKE", TargetType.GKE), ("cloud_run", TargetType.CLOUD_RUN), ("CloudRun", TargetType.CLOUD_RUN)],
+    [
+        ("gke", TargetType.GKE),
+        ("GKE", TargetType.GKE),
+        ("cloud_run", TargetType.CLOUD_RUN),
+        ("CloudRun", TargetType.CLOUD_RUN),
+    ],
 )
 def test_target_type_accepts_both_seed_spellings(spelling, expected):
     request = ActionRequest(
@@ -130,7 +135,13 @@ def test_target_type_accepts_both_seed_spellings(spelling, expected):
         ({"target_type": "gke", "cluster_name": "c", "action_type": "scale_deployment"}, "needs replicas"),
         ({"target_type": "gke", "cluster_name": "c", "action_type": "scale_deployment", "replicas": -1}, "replicas"),
         (
-            {"target_type": "gke", "cluster_name": "c", "action_type": "scale_deployment", "min_replicas": 5, "max_replicas": 2},
+            {
+                "target_type": "gke",
+                "cluster_name": "c",
+                "action_type": "scale_deployment",
+                "min_replicas": 5,
+                "max_replicas": 2,
+            },
             "min_replicas must not exceed",
         ),
         ({"target_type": "gke", "cluster_name": "c", "namespace": "Bad_NS"}, "namespace"),
@@ -145,20 +156,34 @@ def test_incomplete_or_unsafe_action_requests_are_rejected(fields, message):
 
 def test_action_result_and_health_and_anomaly_accept_seed_spellings():
     result = ActionResult(
-        action_id="a1", action_type="rollout_restart", status="dry_run", message="would restart",
-        service_name="payment-api", target_type="gke",
+        action_id="a1",
+        action_type="rollout_restart",
+        status="dry_run",
+        message="would restart",
+        service_name="payment-api",
+        target_type="gke",
     )
     assert result.status is ActionStatus.DRY_RUN
-    health = decode(ServiceHealth, raw({"service_name": "payment-api", "status": "Degraded", "last_updated": "2026-01-05T10:00:00Z"}))
+    health = decode(
+        ServiceHealth,
+        raw({"service_name": "payment-api", "status": "Degraded", "last_updated": "2026-01-05T10:00:00Z"}),
+    )
     assert health.status.value == "degraded"
     anomaly = decode(
         Anomaly,
         raw(
             {
-                "timestamp": "2026-01-05T10:00:10Z", "service_name": "payment-api", "metric_name": "latency_p95",
-                "window_start": "2026-01-05T10:00:00Z", "window_end": "2026-01-05T10:00:10Z",
-                "anomaly_score": 0.97, "expected_value": 120.0, "actual_value": 900.0, "severity": "CRITICAL",
-                "model": "river.HalfSpaceTrees", "metric_values": {"cpu_usage": 55.0},
+                "timestamp": "2026-01-05T10:00:10Z",
+                "service_name": "payment-api",
+                "metric_name": "latency_p95",
+                "window_start": "2026-01-05T10:00:00Z",
+                "window_end": "2026-01-05T10:00:10Z",
+                "anomaly_score": 0.97,
+                "expected_value": 120.0,
+                "actual_value": 900.0,
+                "severity": "CRITICAL",
+                "model": "river.HalfSpaceTrees",
+                "metric_values": {"cpu_usage": 55.0},
             }
         ),
     )
@@ -168,15 +193,31 @@ def test_action_result_and_health_and_anomaly_accept_seed_spellings():
 def test_anomaly_score_must_lie_in_unit_interval():
     with pytest.raises(ValueError, match="anomaly_score"):
         Anomaly(
-            timestamp="2026-01-05T10:00:10Z", service_name="s", metric_name="m", window_start="2026-01-05T10:00:00Z",
-            window_end="2026-01-05T10:00:10Z", anomaly_score=1.5, expected_value=1.0, actual_value=2.0,
-            severity="high", model="m",
+            timestamp="2026-01-05T10:00:10Z",
+            service_name="s",
+            metric_name="m",
+            window_start="2026-01-05T10:00:00Z",
+            window_end="2026-01-05T10:00:10Z",
+            anomaly_score=1.5,
+            expected_value=1.0,
+            actual_value=2.0,
+            severity="high",
+            model="m",
         )
 
 
 def test_window_aggregate_checks_its_own_consistency():
-    window = {"service_name": "s", "metric_name": "m", "window_start": "2026-01-05T10:00:00Z",
-              "window_end": "2026-01-05T10:00:10Z", "count": 3, "mean": 2.0, "min": 1.0, "max": 3.0, "last": 3.0}
+    window = {
+        "service_name": "s",
+        "metric_name": "m",
+        "window_start": "2026-01-05T10:00:00Z",
+        "window_end": "2026-01-05T10:00:10Z",
+        "count": 3,
+        "mean": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "last": 3.0,
+    }
     assert decode(WindowAggregate, raw(window)).p95 is None
     with pytest.raises(DecodeError, match="window_end must be after window_start"):
         decode(WindowAggregate, raw(window | {"window_end": "2026-01-05T10:00:00Z"}))
@@ -187,13 +228,17 @@ def test_window_aggregate_checks_its_own_consistency():
 
 
 def test_dead_letter_keeps_bytes_that_are_not_utf8():
-    letter = DeadLetter.for_record(b"\xff\xfe{", "record: Invalid JSON", source_topic="aiops.metrics", offset=3, key=b"k")
+    letter = DeadLetter.for_record(
+        b"\xff\xfe{", "record: Invalid JSON", source_topic="aiops.metrics", offset=3, key=b"k"
+    )
     assert letter.payload == "\\xff\\xfe{" and letter.key == "k" and not letter.payload_truncated
     big = DeadLetter.for_record(b"x" * 100_000, "too big", source_topic="aiops.metrics")
     assert big.payload_truncated and len(big.payload) < 100_000
 
 
-junk_values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.lists(st.integers(), max_size=3)
+junk_values = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.lists(st.integers(), max_size=3)
+)
 
 
 @given(
