@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import asyncio
 import sys
 
@@ -79,6 +80,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Local broker, worker and a small producer: watch samples flow and bad records reach the DLQ."""
     from pipeline.demo import run_demo
 
+    configure_logging("WARNING", "text")  # the demo prints what the pipeline says; keep the rest quiet
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # retries while new topics elect leaders
     return run_demo(get_settings())
 
 

@@ -103,7 +103,8 @@ async def _simulate_and_watch(settings: Settings, worker: subprocess.Popen) -> N
 async def _watch(settings: Settings, start: datetime) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    watched = (topics.ANOMALIES, topics.SERVICE_HEALTH, topics.ACTION_REQUESTS, topics.ACTION_RESULTS, topics.METRICS_DLQ)
+    watched = (topics.ANOMALIES, topics.SERVICE_HEALTH, topics.ACTION_REQUESTS, topics.ACTION_RESULTS)
+    watched += (topics.METRICS_DLQ,)
     consumer = AIOKafkaConsumer(*(spec.name for spec in watched), bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     status: dict[str, str] = {}
