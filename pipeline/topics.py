@@ -108,4 +108,3 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
         return [spec.name for spec in missing]
     finally:
         await admin.close()
-
