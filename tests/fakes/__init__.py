@@ -1,0 +1,1 @@
+"""Local fakes of cloud APIs with their real semantics, driven by the real client libraries."""
