@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from pipeline import topics
 from pipeline.config import Settings, get_settings
 from pipeline.logs import configure_logging, logging_config
 from pipeline.simulator import DEFAULT_SERVICES
@@ -46,10 +47,8 @@ def _ensure_topics(settings: Settings) -> list[str]:
     """Create the missing topics (returns their names), or say what to do when Kafka is not there."""
     from aiokafka.errors import KafkaError
 
-    from pipeline.topics import ensure_topics
-
     try:
-        return asyncio.run(ensure_topics(settings))
+        return asyncio.run(topics.ensure_topics(settings))
     except KafkaError as err:
         raise CommandError(
             f"cannot reach Kafka at {settings.kafka_bootstrap} ({err}); set AIOPS_KAFKA_BOOTSTRAP "
@@ -59,11 +58,9 @@ def _ensure_topics(settings: Settings) -> list[str]:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create the missing aiops.* topics and list them all."""
-    from pipeline.topics import ALL_TOPICS
-
     settings = get_settings()
     created = set(_ensure_topics(settings))
-    for spec in ALL_TOPICS:
+    for spec in topics.ALL_TOPICS:
         mark = "created" if spec.name in created else "exists "
         print(f"{mark}  {spec.name:<26} {spec.config(settings)['cleanup.policy']:<8} {spec.description}")
     return 0
@@ -77,7 +74,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Local broker, worker and a small producer: watch samples flow and bad records reach the DLQ."""
+    """The whole pipeline locally on a simulated fleet with injected incidents, until Ctrl-C."""
     from pipeline.demo import run_demo
 
     configure_logging("WARNING", "text")  # the demo prints what the pipeline says; keep the rest quiet
@@ -110,6 +107,74 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             history = await publish_history(fleet, producer.send, now - timedelta(seconds=args.backfill), now, interval)
             print(f"backfilled {history} samples ({args.backfill:g}s of history); now live", flush=True)
             await publish_live(fleet, producer.send, interval, until)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Publish metric samples from JSON lines or CSV (a file, or - for stdin) to aiops.metrics."""
+    from pipeline.producer import BadLine, MetricsProducer, read_csv, read_json_lines
+
+    settings = get_settings()
+    _ensure_topics(settings)
+    stream = sys.stdin if args.input == "-" else open(args.input, newline="")  # noqa: SIM115
+    fmt = args.format or ("csv" if args.input.endswith(".csv") else "jsonl")
+    parsed = read_csv(stream) if fmt == "csv" else read_json_lines(stream)
+
+    async def run() -> tuple[int, int]:
+        sent = bad = 0
+        chunk = []
+        async with MetricsProducer(settings.kafka_bootstrap) as producer:
+            for item in parsed:
+                if isinstance(item, BadLine):
+                    bad += 1
+                    print(f"{args.input}:{item.number}: {item.reason}", file=sys.stderr)
+                    continue
+                chunk.append(item)
+                if len(chunk) >= 5000:
+                    sent += await producer.send(chunk)
+                    chunk = []
+            sent += await producer.send(chunk)
+        return sent, bad
+
+    with stream:
+        sent, bad = asyncio.run(run())
+    print(f"published {sent} samples to {settings.kafka_bootstrap}; {bad} bad lines skipped")
+    return 1 if bad else 0
+
+
+TAIL_TOPICS = {
+    "anomalies": (topics.ANOMALIES,),
+    "health": (topics.SERVICE_HEALTH,),
+    "actions": (topics.ACTION_REQUESTS, topics.ACTION_RESULTS),
+    "dlq": (topics.METRICS_DLQ,),
+}
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Print events as they arrive, one JSON object per line: anomalies, health, actions or dlq."""
+    from aiokafka import AIOKafkaConsumer
+
+    settings = get_settings()
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(
+            *(spec.name for spec in TAIL_TOPICS[args.stream]),
+            bootstrap_servers=settings.kafka_bootstrap,
+            auto_offset_reset="earliest" if args.from_beginning else "latest",
+        )
+        await consumer.start()
+        try:
+            async for record in consumer:
+                if args.service and (record.key or b"").decode() != args.service:
+                    continue
+                print(f'{{"topic": "{record.topic}", "event": {record.value.decode(errors="replace")}}}', flush=True)
+        finally:
+            await consumer.stop()
 
     try:
         asyncio.run(run())
@@ -151,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--day-seconds", type=float, default=86_400.0, help="length of the simulated daily cycle")
     simulate.set_defaults(run=cmd_simulate)
+
+    produce = commands.add_parser("produce", help=cmd_produce.__doc__)
+    produce.add_argument("input", help="file with samples, or - for standard input")
+    produce.add_argument("--format", choices=("jsonl", "csv"), help="default: csv for *.csv files, else jsonl")
+    produce.set_defaults(run=cmd_produce)
+
+    tail = commands.add_parser("tail", help=cmd_tail.__doc__)
+    tail.add_argument("stream", choices=sorted(TAIL_TOPICS))
+    tail.add_argument("--from-beginning", action="store_true", help="start with the oldest event kept")
+    tail.add_argument("--service", help="only this service's events")
+    tail.set_defaults(run=cmd_tail)
 
     demo = commands.add_parser("demo", help=cmd_demo.__doc__)
     demo.set_defaults(run=cmd_demo)

@@ -10,14 +10,19 @@ returns once the broker has acknowledged them (idempotent producer, ``acks=all``
 
 from __future__ import annotations
 
+import csv
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
+from pipeline.ingest import parse_metrics_record
 from pipeline.topics import METRICS
 from schemas import MetricBatch, MetricSample, encode
+from schemas.codec import describe
 from schemas.metrics import MAX_BATCH
 
 
@@ -51,3 +56,49 @@ class MetricsProducer:
         for delivery in pending:
             await delivery
         return sum(len(group) for group in by_service.values())
+
+
+@dataclass(frozen=True)
+class BadLine:
+    number: int
+    reason: str
+
+
+def read_json_lines(lines: Iterable[str]) -> Iterator[MetricSample | BadLine]:
+    """Samples from JSON lines, each a sample or a ``{"metrics": [...]}`` batch; blank lines are skipped."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        result = parse_metrics_record(line.encode())
+        yield from result.samples
+        for rejection in result.rejected:
+            yield BadLine(number, rejection.reason)
+
+
+CSV_COLUMNS = ("timestamp", "service_name", "metric_name", "value")
+
+
+def read_csv(lines: Iterable[str]) -> Iterator[MetricSample | BadLine]:
+    """Samples from CSV with a header naming at least timestamp, service_name, metric_name, value.
+
+    Any other column becomes a tag, so ``region`` or ``pod`` columns are kept.
+    """
+    reader = csv.DictReader(lines)
+    missing = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or [])]
+    if missing:
+        yield BadLine(1, f"header lacks {', '.join(missing)}; it needs {', '.join(CSV_COLUMNS)}")
+        return
+    for row in reader:
+        tags = {key: value for key, value in row.items() if key not in CSV_COLUMNS and key and value}
+        try:
+            value = float(row["value"])
+            yield MetricSample(
+                timestamp=row["timestamp"],
+                service_name=row["service_name"],
+                metric_name=row["metric_name"],
+                value=value,
+                tags=tags,
+            )
+        except ValueError as err:
+            reason = describe(err) if isinstance(err, ValidationError) else f"value: not a number: {row['value']!r}"
+            yield BadLine(reader.line_num, reason)
