@@ -1,0 +1,134 @@
+"""Guardrails in front of every action, automatic or manual: the actuator's safety decisions.
+
+Pure state and functions; the actuator agent keeps the state in a table and does the I/O.
+Order of checks for a request: already seen (idempotency) → allow-lists and replica bounds →
+cooldown per (service, action) → circuit breaker → approval. Only then is it carried out,
+for real or as a dry run. Time is the actuator's wall clock: cooldowns protect the target,
+whatever time the request says it was made.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import ActionRequest, ActionType, TargetType
+
+MAX_REMEMBERED_ACTIONS = 100_000
+"""Idempotency records kept; the oldest are forgotten first (weeks of actions at any sane rate)."""
+
+
+class Guardrails(BaseModel):
+    """The ``guardrails`` section of the policy file: limits on every action, whoever asked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_clusters: list[str] | None = None
+    """GKE clusters actions may touch; none means any."""
+    allowed_namespaces: list[str] | None = None
+    allowed_projects: list[str] | None = None
+    """Cloud Run projects actions may touch; none means any."""
+    allowed_services: list[str] | None = None
+    min_replicas: int = Field(1, ge=0, le=1000)
+    """Never scale below this."""
+    max_replicas: int = Field(50, ge=1, le=1000)
+    """Never scale above this."""
+    approval_required: list[ActionType] = Field(default_factory=list)
+    cooldown_seconds: float = Field(300, ge=0)
+    breaker_max_actions: int = Field(10, ge=1)
+    breaker_window_seconds: float = Field(600, gt=0)
+
+
+class Admission(StrEnum):
+    GO = "go"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    NEEDS_APPROVAL = "needs_approval"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    admission: Admission
+    reason: str
+
+
+@dataclass
+class ActuatorState:
+    outcomes: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    """action id → the last status recorded for it (``in_progress`` until the outcome is known)."""
+    last_action_ms: dict[tuple[str, str], int] = field(default_factory=dict)
+    recent_actions_ms: list[int] = field(default_factory=list)
+    awaiting_approval: dict[str, ActionRequest] = field(default_factory=dict)
+
+    def record(self, action_id: str, status: str) -> None:
+        self.outcomes[action_id] = status
+        self.outcomes.move_to_end(action_id)
+        while len(self.outcomes) > MAX_REMEMBERED_ACTIONS:
+            self.outcomes.popitem(last=False)
+
+
+def admit(
+    guardrails: Guardrails, state: ActuatorState, request: ActionRequest, now_ms: int, *, approved: bool = False
+) -> Verdict:
+    """Decide whether ``request`` may run now. An approved request skips only the approval step."""
+    if request.action_id in state.outcomes and not (approved and request.action_id in state.awaiting_approval):
+        return Verdict(
+            Admission.DUPLICATE, f"action {request.action_id} was already handled ({state.outcomes[request.action_id]})"
+        )
+    if reason := _outside_limits(guardrails, request):
+        return Verdict(Admission.REJECTED, reason)
+    last = state.last_action_ms.get((request.service_name, request.action_type.value))
+    if last is not None and now_ms - last < guardrails.cooldown_seconds * 1000:
+        ago = (now_ms - last) / 1000
+        return Verdict(
+            Admission.REJECTED,
+            f"cooldown: {request.action_type.value} on {request.service_name} ran {ago:.0f}s ago; "
+            f"{guardrails.cooldown_seconds - ago:.0f}s left",
+        )
+    window_start = now_ms - guardrails.breaker_window_seconds * 1000
+    state.recent_actions_ms = [ms for ms in state.recent_actions_ms if ms > window_start]
+    if len(state.recent_actions_ms) >= guardrails.breaker_max_actions:
+        return Verdict(
+            Admission.REJECTED,
+            f"circuit breaker open: {len(state.recent_actions_ms)} actions in the last "
+            f"{guardrails.breaker_window_seconds:.0f}s (limit {guardrails.breaker_max_actions})",
+        )
+    if request.action_type in guardrails.approval_required and not approved:
+        return Verdict(Admission.NEEDS_APPROVAL, f"{request.action_type.value} needs an operator's approval")
+    return Verdict(Admission.GO, "within the guardrails")
+
+
+def mark_started(state: ActuatorState, request: ActionRequest, now_ms: int) -> None:
+    """Count the action against cooldown and breaker, and remember its id, before it runs."""
+    state.awaiting_approval.pop(request.action_id, None)
+    state.record(request.action_id, "in_progress")
+    state.last_action_ms[(request.service_name, request.action_type.value)] = now_ms
+    state.recent_actions_ms.append(now_ms)
+
+
+def _outside_limits(guardrails: Guardrails, request: ActionRequest) -> str | None:
+    checks = [
+        (guardrails.allowed_services, request.service_name, "service"),
+        (guardrails.allowed_clusters, request.cluster_name, "cluster")
+        if request.target_type is TargetType.GKE
+        else None,
+        (guardrails.allowed_namespaces, request.namespace, "namespace")
+        if request.target_type is TargetType.GKE
+        else None,
+        (guardrails.allowed_projects, request.project, "project")
+        if request.target_type is TargetType.CLOUD_RUN
+        else None,
+    ]
+    for allowed, value, what in filter(None, checks):
+        if allowed is not None and value not in allowed:
+            return f"{what} {value!r} is not in the allow-list ({', '.join(allowed)})"
+    for name in ("replicas", "min_replicas", "max_replicas", "replica_cap"):
+        value = getattr(request, name)
+        if value is not None and not guardrails.min_replicas <= value <= guardrails.max_replicas:
+            return (
+                f"{name}={value} is outside the replica bounds [{guardrails.min_replicas}, {guardrails.max_replicas}]"
+            )
+    return None

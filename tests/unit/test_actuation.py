@@ -1,0 +1,101 @@
+"""Guardrails: idempotency, allow-lists, replica bounds, cooldown, circuit breaker, approval."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from pipeline.actuation import ActuatorState, Admission, Guardrails, admit, mark_started
+from schemas import ActionRequest
+
+MINUTE = 60_000
+
+
+def request(action_id: str = "a1", service: str = "payment-api", **fields) -> ActionRequest:
+    base = {"action_type": "rollout_restart", "target_type": "gke", "cluster_name": "prod", "namespace": "payments"}
+    return ActionRequest(action_id=action_id, service_name=service, **(base | fields))
+
+
+def run(guardrails: Guardrails, state: ActuatorState, req: ActionRequest, now_ms: int) -> Admission:
+    verdict = admit(guardrails, state, req, now_ms)
+    if verdict.admission is Admission.GO:
+        mark_started(state, req, now_ms)
+    return verdict.admission
+
+
+def test_same_action_id_runs_once():
+    state = ActuatorState()
+    assert run(Guardrails(cooldown_seconds=0), state, request(), 0) is Admission.GO
+    verdict = admit(Guardrails(cooldown_seconds=0), state, request(), MINUTE)
+    assert verdict.admission is Admission.DUPLICATE and "already handled (in_progress)" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("guardrails", "req", "reason"),
+    [
+        (Guardrails(allowed_clusters=["staging"]), request(), "cluster 'prod' is not in the allow-list (staging)"),
+        (Guardrails(allowed_namespaces=["shop"]), request(), "namespace 'payments'"),
+        (Guardrails(allowed_services=["x"]), request(), "service 'payment-api'"),
+        (
+            Guardrails(allowed_projects=["p1"]),
+            request(target_type="cloud_run", region="eu", project="p2"),
+            "project 'p2'",
+        ),
+        (Guardrails(max_replicas=10), request(action_type="scale_deployment", replicas=20), "replicas=20 is outside"),
+        (Guardrails(min_replicas=2), request(action_type="scale_deployment", min_replicas=1), "min_replicas=1"),
+    ],
+)
+def test_requests_outside_the_limits_are_rejected_with_the_reason(guardrails, req, reason):
+    verdict = admit(guardrails, ActuatorState(), req, 0)
+    assert verdict.admission is Admission.REJECTED and reason in verdict.reason
+
+
+def test_cloud_run_requests_ignore_gke_allow_lists():
+    guardrails = Guardrails(allowed_clusters=["prod"], allowed_namespaces=["payments"])
+    req = request(target_type="cloud_run", region="eu", project="p", cluster_name=None)
+    assert admit(guardrails, ActuatorState(), req, 0).admission is Admission.GO
+
+
+def test_cooldown_per_service_and_action():
+    guardrails, state = Guardrails(cooldown_seconds=300), ActuatorState()
+    assert run(guardrails, state, request("a1"), 0) is Admission.GO
+    verdict = admit(guardrails, state, request("a2"), 2 * MINUTE)
+    assert verdict.admission is Admission.REJECTED and verdict.reason.startswith(
+        "cooldown: rollout_restart on payment-api ran 120s ago"
+    )
+    assert run(guardrails, state, request("a3", action_type="restart_deployment"), 2 * MINUTE) is Admission.GO
+    assert run(guardrails, state, request("a4", service="other"), 2 * MINUTE) is Admission.GO
+    assert run(guardrails, state, request("a5"), 6 * MINUTE) is Admission.GO
+
+
+def test_circuit_breaker_counts_every_service():
+    guardrails, state = (
+        Guardrails(cooldown_seconds=0, breaker_max_actions=2, breaker_window_seconds=600),
+        ActuatorState(),
+    )
+    assert run(guardrails, state, request("a1", service="s1"), 0) is Admission.GO
+    assert run(guardrails, state, request("a2", service="s2"), MINUTE) is Admission.GO
+    verdict = admit(guardrails, state, request("a3", service="s3"), 2 * MINUTE)
+    assert verdict.admission is Admission.REJECTED and verdict.reason.startswith("circuit breaker open: 2 actions")
+    assert run(guardrails, state, request("a4", service="s3"), 11 * MINUTE) is Admission.GO
+
+
+def test_approval_holds_the_request_until_approved():
+    guardrails, state = Guardrails(approval_required=["rollout_restart"]), ActuatorState()
+    req = request()
+    assert admit(guardrails, state, req, 0).admission is Admission.NEEDS_APPROVAL
+    state.record(req.action_id, "pending")
+    state.awaiting_approval[req.action_id] = req
+    assert admit(guardrails, state, req, 0).admission is Admission.DUPLICATE
+    assert admit(guardrails, state, req, MINUTE, approved=True).admission is Admission.GO
+    mark_started(state, req, MINUTE)
+    assert req.action_id not in state.awaiting_approval
+
+
+def test_state_survives_pickling_and_forgets_only_the_oldest(monkeypatch):
+    monkeypatch.setattr("pipeline.actuation.MAX_REMEMBERED_ACTIONS", 3)
+    state = ActuatorState()
+    for i in range(5):
+        state.record(f"a{i}", "success")
+    assert list(pickle.loads(pickle.dumps(state)).outcomes) == ["a2", "a3", "a4"]
