@@ -59,6 +59,9 @@ SERVICE_HEALTH = TopicSpec(
 ACTION_REQUESTS = TopicSpec(
     "aiops.actions.requests", "Action requests from the policy and from operators.", single_partition=True
 )
+ACTION_APPROVALS = TopicSpec(
+    "aiops.actions.approvals", "Operators' approvals and rejections of waiting requests.", single_partition=True
+)
 ACTION_RESULTS = TopicSpec(
     "aiops.actions.results", "One or more results for every action request.", single_partition=True
 )
@@ -72,6 +75,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ANOMALIES,
     SERVICE_HEALTH,
     ACTION_REQUESTS,
+    ACTION_APPROVALS,
     ACTION_RESULTS,
 )
 

@@ -3,7 +3,7 @@
 Every event carries ``schema_version``; every topic uses :mod:`schemas.codec`.
 """
 
-from schemas.actions import ActionRequest, ActionResult, ActionStatus, ActionType, TargetType
+from schemas.actions import ActionDecision, ActionRequest, ActionResult, ActionStatus, ActionType, TargetType
 from schemas.anomalies import Anomaly, Severity
 from schemas.codec import DecodeError, decode, encode
 from schemas.common import Event
@@ -15,6 +15,7 @@ from schemas.windows import WindowAggregate
 
 __all__ = [
     "STANDARD_METRICS",
+    "ActionDecision",
     "ActionRequest",
     "ActionResult",
     "ActionStatus",

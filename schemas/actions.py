@@ -104,3 +104,13 @@ class ActionResult(Event):
     triggered_by: ShortText = "manual"
     timestamp: UtcDatetime = Field(default_factory=utc_now)
     metadata: Annotated[dict[str, Any], Field(max_length=64)] = Field(default_factory=dict)
+
+
+class ActionDecision(Event):
+    """An operator's answer to a request that waits for approval (``aiops.actions.approvals``)."""
+
+    action_id: ActionId
+    approve: bool
+    decided_by: ShortText
+    reason: ShortText | None = None
+    decided_at: UtcDatetime = Field(default_factory=utc_now)
