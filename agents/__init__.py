@@ -3,8 +3,9 @@
 aiops.metrics ─ingest─► aiops.metrics.samples ─windows─► aiops.windows ─detect─► aiops.anomalies
                                                                            └───► aiops.service-health
 aiops.anomalies ─policy─► aiops.actions.requests (held-back requests: aiops.actions.results)
+aiops.actions.requests + aiops.actions.approvals ─actuate─► GKE / Cloud Run, aiops.actions.results
 """
 
-from agents import detect, ingest, policy, windows
+from agents import actuate, detect, ingest, policy, windows
 
-__all__ = ["detect", "ingest", "policy", "windows"]
+__all__ = ["actuate", "detect", "ingest", "policy", "windows"]

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import ActionRequest, ActionType, TargetType
+from schemas import ActionDecision, ActionRequest, ActionResult, ActionStatus, ActionType, TargetType
 
 MAX_REMEMBERED_ACTIONS = 100_000
 """Idempotency records kept; the oldest are forgotten first (weeks of actions at any sane rate)."""
@@ -132,3 +132,67 @@ def _outside_limits(guardrails: Guardrails, request: ActionRequest) -> str | Non
                 f"{name}={value} is outside the replica bounds [{guardrails.min_replicas}, {guardrails.max_replicas}]"
             )
     return None
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the actuator does next: results to publish now, and maybe a request to carry out."""
+
+    results: list[ActionResult]
+    run: ActionRequest | None = None
+
+
+def result_for(
+    request: ActionRequest, status: ActionStatus, message: str, metadata: dict | None = None
+) -> ActionResult:
+    return ActionResult(
+        action_id=request.action_id,
+        action_type=request.action_type,
+        status=status,
+        message=message,
+        service_name=request.service_name,
+        target_type=request.target_type,
+        triggered_by=request.triggered_by,
+        metadata=metadata or {},
+    )
+
+
+def handle_request(guardrails: Guardrails, state: ActuatorState, request: ActionRequest, now_ms: int) -> Step:
+    verdict = admit(guardrails, state, request, now_ms)
+    match verdict.admission:
+        case Admission.GO:
+            mark_started(state, request, now_ms)
+            return Step([result_for(request, ActionStatus.IN_PROGRESS, "admitted by the guardrails")], run=request)
+        case Admission.DUPLICATE if state.outcomes.get(request.action_id) == ActionStatus.IN_PROGRESS:
+            # Started before a crash and never finished: the target may or may not have changed.
+            state.record(request.action_id, ActionStatus.FAILED)
+            message = "interrupted: the actuator stopped while this action ran; check the target before asking again"
+            return Step([result_for(request, ActionStatus.FAILED, message)])
+        case Admission.DUPLICATE:
+            return Step([result_for(request, ActionStatus.DUPLICATE, verdict.reason)])
+        case Admission.NEEDS_APPROVAL:
+            state.record(request.action_id, ActionStatus.PENDING)
+            state.awaiting_approval[request.action_id] = request
+            return Step([result_for(request, ActionStatus.PENDING, f"waiting for approval: {verdict.reason}")])
+    state.record(request.action_id, ActionStatus.REJECTED)
+    return Step([result_for(request, ActionStatus.REJECTED, verdict.reason)])
+
+
+def handle_decision(guardrails: Guardrails, state: ActuatorState, decision: ActionDecision, now_ms: int) -> Step:
+    request = state.awaiting_approval.get(decision.action_id)
+    if request is None:
+        return Step([])
+    if not decision.approve:
+        del state.awaiting_approval[decision.action_id]
+        state.record(decision.action_id, ActionStatus.REJECTED)
+        because = f": {decision.reason}" if decision.reason else ""
+        return Step([result_for(request, ActionStatus.REJECTED, f"rejected by {decision.decided_by}{because}")])
+    verdict = admit(guardrails, state, request, now_ms, approved=True)
+    if verdict.admission is not Admission.GO:
+        del state.awaiting_approval[decision.action_id]
+        state.record(decision.action_id, ActionStatus.REJECTED)
+        return Step(
+            [result_for(request, ActionStatus.REJECTED, f"approved by {decision.decided_by}, but {verdict.reason}")]
+        )
+    mark_started(state, request, now_ms)
+    return Step([result_for(request, ActionStatus.IN_PROGRESS, f"approved by {decision.decided_by}")], run=request)

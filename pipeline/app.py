@@ -28,6 +28,9 @@ app = faust.App(
     topic_replication_factor=settings.topic_replication,
     producer_acks=-1,
     broker_session_timeout=settings.kafka_session_timeout_seconds,
+    # Standby replicas of tables make Faust's recovery hang on some rebalances; a worker taking
+    # over a partition rebuilds its state from the changelog instead.
+    table_standby_replicas=0,
     broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 3,
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
@@ -78,7 +81,11 @@ anomalies_topic = faust_topic(topics.ANOMALIES)
 service_health_topic = faust_topic(topics.SERVICE_HEALTH)
 action_requests_topic = faust_topic(topics.ACTION_REQUESTS)
 action_results_topic = faust_topic(topics.ACTION_RESULTS)
+actuator_inbox = app.topic(
+    topics.ACTION_REQUESTS.name, topics.ACTION_APPROVALS.name, partitions=1, key_type=bytes, value_type=bytes
+)
 
 window_states = StateTable("windows", topics.METRIC_SAMPLES)
 detection_states = StateTable("detection", topics.WINDOWS)
 policy_states = StateTable("policy", topics.ANOMALIES)
+actuator_states = StateTable("actuator", topics.ACTION_REQUESTS)

@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="YAML or TOML file with the service catalog and action rules; unset: no automatic actions."
     )
+    actions_execute: bool = Field(
+        False, description="Carry actions out; false (the default) is a dry run that records what it would do."
+    )
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig for GKE actions; unset: $KUBECONFIG or ~/.kube/config, in-cluster inside GKE."
+    )
+    cloud_run_endpoint: str | None = Field(
+        None,
+        description="Cloud Run Admin API endpoint override; unset: Google's, with Application Default Credentials.",
+    )
+    action_attempts: int = Field(4, ge=1, le=20, description="Tries of an action that fails transiently (429, 5xx).")
+    action_timeout_seconds: float = Field(
+        300, gt=0, description="How long a Cloud Run rollout may take before it counts as failed (transient)."
+    )
     kafka_version: str = Field("4.1.1", description="Apache Kafka release the local development broker runs.")
     cache_dir: Path = Field(
         Path.home() / ".cache" / "aiops-sentry", description="Where the local broker's jars are cached."

@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.actuation import Guardrails
 from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, Severity, TargetType
 from schemas.codec import describe
 from schemas.common import MetricName, ServiceName
@@ -94,6 +95,8 @@ class PolicyConfig(_Strict):
     catalog: dict[ServiceName, Target] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     limits: Limits = Limits()
+    guardrails: Guardrails = Guardrails()
+    """Limits on every action the actuator carries out, automatic or manual."""
 
     @model_validator(mode="after")
     def _rule_names_are_unique(self) -> PolicyConfig:

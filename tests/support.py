@@ -10,11 +10,21 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
+from pipeline import topics
+from pipeline.producer import MetricsProducer
+from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history
+from schemas import decode
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
 
 
 class Worker:
@@ -54,6 +64,55 @@ class Worker:
                 self.process.kill()
                 self.process.wait(10)
         self._log.close()
+
+
+class FleetRun:
+    """A fleet with unique service names, its policy file, and what the run put on the topics."""
+
+    def __init__(self, tmp_path: Path, cluster: str = "prod") -> None:
+        suffix = uuid.uuid4().hex[:6]
+        self.payment = f"payment-api-{suffix}"
+        self.services = (self.payment, f"user-auth-{suffix}", f"inventory-svc-{suffix}", f"notification-svc-{suffix}")
+        self.fleet = Fleet(services=self.services, seed=11)
+        self.policy_file = tmp_path / "policy.yaml"
+        self.policy_file.write_text(
+            yaml.safe_dump(
+                {
+                    "catalog": {
+                        name: {"type": "gke", "cluster": cluster, "namespace": "default"} for name in self.services
+                    },
+                    "rules": [
+                        {
+                            "name": "latency-restart",
+                            "metric": "latency_p95",
+                            "consecutive": 2,
+                            "action": "rollout_restart",
+                        }
+                    ],
+                    "limits": {"cooldown_seconds": 3600, "incident_gap_seconds": 60},
+                }
+            )
+        )
+        self.env = {"AIOPS_POLICY_FILE": str(self.policy_file), "AIOPS_WARMUP_WINDOWS": "15"}
+        self.produced = 0
+
+    def latency_incident(self, at_seconds: int, seconds: int) -> datetime:
+        start = T0 + at_seconds * SECOND
+        self.fleet.incidents.append(Incident(IncidentKind.LATENCY_SPIKE, self.payment, start, seconds * SECOND))
+        return start
+
+    async def publish(self, bootstrap: str, from_seconds: int, to_seconds: int) -> None:
+        async with MetricsProducer(bootstrap) as producer:
+            self.produced += await publish_history(
+                self.fleet, producer.send, T0 + from_seconds * SECOND, T0 + to_seconds * SECOND, SECOND
+            )
+
+    def ours(self, record) -> bool:
+        return record.key is not None and record.key.decode() in self.services
+
+    async def read(self, bootstrap: str, spec: topics.TopicSpec, model):
+        records = await read_all(bootstrap, spec.name, keep=self.ours)
+        return [decode(model, record.value) for record in records]
 
 
 class WorkerGroup:
@@ -149,7 +208,8 @@ async def wait_until_drained(bootstrap: str, group: str, topics: list[str], time
             except KafkaError as err:  # the group coordinator is still loading: ask again
                 committed, behind = {}, {"coordinator": repr(err)}
             else:
-                behind = {tp: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
+                # A partition the group never committed reports -1 (or is left out): nothing consumed yet.
+                behind = {tp: ends[tp] - max(committed[tp].offset if tp in committed else 0, 0) for tp in partitions}
                 if all(lag <= 0 for lag in behind.values()):
                     return
             if time.monotonic() > deadline:

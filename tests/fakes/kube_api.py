@@ -16,6 +16,7 @@ import copy
 import fnmatch
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -150,7 +151,7 @@ class FakeKubeApi:
     def start(self) -> FakeKubeApi:
         """Serve on 127.0.0.1 on a free port from a daemon thread."""
         handler = type("Handler", (_Handler,), {"api": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         serve = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-kube-api", daemon=True)
@@ -477,6 +478,13 @@ class FakeKubeApi:
     def _next_version(self) -> str:
         self._version += 1
         return str(self._version)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out on purpose (delay_next) closes its socket: not a server fault.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -8,74 +8,23 @@ all its input before it counts anything.
 from __future__ import annotations
 
 import signal
-import uuid
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline import topics
-from pipeline.producer import MetricsProducer
-from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history
 from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, ServiceHealth, WindowAggregate, decode
-from tests.support import consume_until, group_members, read_all, wait_until_drained
+from tests.support import SECOND, T0, FleetRun, consume_until, group_members, wait_until_drained
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, tzinfo=UTC)
-SECOND = timedelta(seconds=1)
-STAGE_INPUTS = [topics.METRICS.name, topics.METRIC_SAMPLES.name, topics.WINDOWS.name, topics.ANOMALIES.name]
-
-
-class FleetRun:
-    """A fleet with unique service names, its policy file, and what the run put on the topics."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        suffix = uuid.uuid4().hex[:6]
-        self.payment = f"payment-api-{suffix}"
-        self.services = (self.payment, f"user-auth-{suffix}", f"inventory-svc-{suffix}", f"notification-svc-{suffix}")
-        self.fleet = Fleet(services=self.services, seed=11)
-        self.policy_file = tmp_path / "policy.yaml"
-        self.policy_file.write_text(
-            yaml.safe_dump(
-                {
-                    "catalog": {
-                        name: {"type": "gke", "cluster": "test", "namespace": "default"} for name in self.services
-                    },
-                    "rules": [
-                        {
-                            "name": "latency-restart",
-                            "metric": "latency_p95",
-                            "consecutive": 2,
-                            "action": "rollout_restart",
-                        }
-                    ],
-                    "limits": {"cooldown_seconds": 3600, "incident_gap_seconds": 60},
-                }
-            )
-        )
-        self.env = {"AIOPS_POLICY_FILE": str(self.policy_file), "AIOPS_WARMUP_WINDOWS": "15"}
-        self.produced = 0
-
-    def latency_incident(self, at_seconds: int, seconds: int) -> datetime:
-        start = T0 + at_seconds * SECOND
-        self.fleet.incidents.append(Incident(IncidentKind.LATENCY_SPIKE, self.payment, start, seconds * SECOND))
-        return start
-
-    async def publish(self, bootstrap: str, from_seconds: int, to_seconds: int) -> None:
-        async with MetricsProducer(bootstrap) as producer:
-            self.produced += await publish_history(
-                self.fleet, producer.send, T0 + from_seconds * SECOND, T0 + to_seconds * SECOND, SECOND
-            )
-
-    def ours(self, record) -> bool:
-        return record.key is not None and record.key.decode() in self.services
-
-    async def read(self, bootstrap: str, spec: topics.TopicSpec, model):
-        records = await read_all(bootstrap, spec.name, keep=self.ours)
-        return [decode(model, record.value) for record in records]
+STAGE_INPUTS = [
+    topics.METRICS.name,
+    topics.METRIC_SAMPLES.name,
+    topics.WINDOWS.name,
+    topics.ANOMALIES.name,
+    topics.ACTION_REQUESTS.name,
+]
 
 
 async def test_incident_is_detected_quickly_and_acted_on_once(kafka_bootstrap, workers, tmp_path):
@@ -110,7 +59,11 @@ async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_b
     first = workers.start(**run.env)
     await run.publish(kafka_bootstrap, 0, 300)
     await consume_until(
-        kafka_bootstrap, topics.ACTION_REQUESTS.name, lambda got: len(got) >= 1, keep=run.ours, timeout=120
+        kafka_bootstrap,
+        topics.ACTION_RESULTS.name,
+        lambda got: any(decode(ActionResult, r.value).status is ActionStatus.DRY_RUN for r in got),
+        keep=run.ours,
+        timeout=120,
     )
     first.stop(signal.SIGKILL)
 
@@ -134,8 +87,9 @@ async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_b
     requests = await run.read(kafka_bootstrap, topics.ACTION_REQUESTS, ActionRequest)
     assert len({r.action_id for r in requests}) == 1
     results = await run.read(kafka_bootstrap, topics.ACTION_RESULTS, ActionResult)
-    assert [r.status for r in results] == [ActionStatus.REJECTED]
-    assert results[0].message.startswith("cooldown:")
+    assert [r.action_id for r in results if r.status is ActionStatus.DRY_RUN] == [requests[0].action_id]
+    [held_back] = [r for r in results if r.status is ActionStatus.REJECTED]
+    assert held_back.message.startswith("cooldown:") and held_back.triggered_by == "policy:latency-restart"
 
 
 async def test_two_workers_share_the_work_and_one_takes_over(kafka_bootstrap, workers, tmp_path):

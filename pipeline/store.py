@@ -1,0 +1,250 @@
+"""Where metrics, anomalies and actions are kept: the one contract every storage backend meets.
+
+Kafka delivers at least once, so every write is idempotent: each row carries the identity of its
+event (``event_id`` for raw metrics, ``id`` for anomalies, ``(action_id, status)`` for actions) and a
+re-delivered event never becomes a second row in what the history queries return.
+
+Table layouts are derived from the event models in :mod:`schemas`, so a field added to a model
+becomes a column (added, never dropped, by each backend) without being declared twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
+from types import UnionType
+from typing import Any, Protocol, Union, get_args, get_origin, runtime_checkable
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from schemas import ActionResult, Anomaly, MetricSample
+from schemas.codec import describe
+
+__all__ = [
+    "ACTIONS",
+    "ANOMALIES",
+    "LAYOUTS",
+    "METRICS_RAW",
+    "Column",
+    "Kind",
+    "Store",
+    "StoreError",
+    "TableLayout",
+    "as_utc",
+    "canonical_json",
+    "check_limit",
+    "epoch_micros",
+    "metric_event_id",
+    "metric_id",
+]
+
+
+class StoreError(Exception):
+    """A storage call failed. ``retryable``: a later retry of the same call may succeed (busy, throttled,
+    unreachable); otherwise the call itself is wrong (bad request, missing permission, missing table)
+    and retrying cannot help. Writes are idempotent, so retrying a write whose outcome is unknown is safe."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Raw metrics, anomalies and the action log. Every method raises :class:`StoreError` on failure."""
+
+    def write_metrics(
+        self, samples: Sequence[MetricSample], source: str = "kafka", *, event_ids: Sequence[str] | None = None
+    ) -> int:
+        """Store samples (``event_ids`` default to :func:`metric_event_id`); returns the rows newly stored,
+        or the rows sent for a backend that only drops duplicates when reading."""
+        ...
+
+    def write_anomalies(self, anomalies: Sequence[Anomaly]) -> int:
+        """Store anomalies keyed by ``id``; returns rows newly stored (or sent, as for metrics)."""
+        ...
+
+    def write_action_results(self, results: Sequence[ActionResult]) -> int:
+        """Store each ``(action_id, status)`` transition once; returns rows newly stored (or sent)."""
+        ...
+
+    def recent_metrics(
+        self, service_name: str | None, limit: int, metric_name: str | None = None
+    ) -> list[MetricSample]:
+        """The newest ``limit`` samples, newest first, of one service (and metric) or of all."""
+        ...
+
+    def anomalies(
+        self, start: datetime | None, end: datetime | None, service_name: str | None, limit: int
+    ) -> list[Anomaly]:
+        """Anomalies with ``start <= timestamp < end`` (either bound optional), newest first."""
+        ...
+
+    def action_log(self, limit: int, service_name: str | None = None) -> list[ActionResult]:
+        """Action status transitions, newest first."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; safe to call twice."""
+        ...
+
+
+def metric_event_id(sample: MetricSample) -> str:
+    """A deterministic id for a sample: the same measurement re-sent (a replay, a producer retry) gets the
+    same id, so it is stored once. The instant is taken in UTC microseconds, the value as a float and the
+    tags in key order, so spellings of the same measurement (``+02:00`` vs ``Z``, ``3`` vs ``3.0``) agree."""
+    micros = epoch_micros(sample.timestamp)
+    return metric_id(sample.service_name, sample.metric_name, micros, sample.value, canonical_json(sample.tags))
+
+
+def metric_id(service_name: str, metric_name: str, micros: int, value: float, tags_json: bytes) -> str:
+    """:func:`metric_event_id` from parts a store computes anyway for its columns, so ingest does that work once."""
+    head = f"{service_name}\x1f{metric_name}\x1f{micros}\x1f{float(value)!r}\x1f".encode()
+    return hashlib.blake2b(head + tags_json, digest_size=16).hexdigest()
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch: exact (a float of seconds is not), and the same for any time zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def canonical_json(value: Any) -> bytes:
+    """JSON with sorted keys, so equal dicts give equal bytes."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Query bounds follow the event rule: a naive datetime is UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def check_limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    return limit
+
+
+class Kind(StrEnum):
+    """A column's type, named once here; each backend maps it to its own SQL type."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Kind
+    field: str | None = None
+    """The model field the column holds; ``None`` for a column the store fills itself."""
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """One table: its columns, the model its rows come back as, and the columns that identify an event."""
+
+    name: str
+    model: type[BaseModel]
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    fill: Callable[[Any], dict[str, Any]] | None = None
+    """Values of the store-filled columns that follow from the event itself."""
+
+    @property
+    def names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def values(self, event: BaseModel, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Column name to plain Python value (enums as their value); ``extra`` for caller-filled columns."""
+        filled = (self.fill(event) if self.fill else {}) | dict(extra or {})
+        row = {}
+        for column in self.columns:
+            value = getattr(event, column.field) if column.field else filled.get(column.name)
+            row[column.name] = value.value if isinstance(value, Enum) else value
+        return row
+
+    def event(self, row: Mapping[str, Any]) -> Any:
+        """The model back from a stored row; NULLs fall back to the model's defaults (rows of older layouts)."""
+        fields = {c.field: row[c.name] for c in self.columns if c.field and row.get(c.name) is not None}
+        try:
+            return self.model.model_validate(fields)
+        except ValidationError as err:
+            raise StoreError(
+                f"a stored {self.name} row no longer matches {self.model.__name__} ({describe(err)}); "
+                "fix or delete that row, the newer model cannot read it",
+                retryable=False,
+            ) from None
+
+
+def model_columns(model: type[BaseModel], rename: Mapping[str, str] | None = None) -> tuple[Column, ...]:
+    """A column per model field (``schema_version`` is the wire format's, not the row's)."""
+    rename = rename or {}
+    return tuple(
+        Column(rename.get(name, name), _kind(info.annotation), name)
+        for name, info in model.model_fields.items()
+        if name != "schema_version"
+    )
+
+
+def _kind(annotation: Any) -> Kind:
+    if get_origin(annotation) in (Union, UnionType):
+        [annotation] = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) in (dict, list):
+        return Kind.JSON
+    for base, kind in _KINDS:
+        if isinstance(annotation, type) and issubclass(annotation, base):
+            return kind
+    raise TypeError(f"no column kind for a field of type {annotation!r}: add its type to pipeline.store._KINDS")
+
+
+def _action_columns(result: ActionResult) -> dict[str, Any]:
+    reason = result.metadata.get("reason")
+    return {"reason": reason if isinstance(reason, str) else None, "result": result.message}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = datetime.resolution
+_KINDS: tuple[tuple[type, Kind], ...] = (
+    (bool, Kind.BOOLEAN),  # before int: bool is an int
+    (datetime, Kind.TIMESTAMP),
+    (int, Kind.INTEGER),
+    (float, Kind.FLOAT),
+    (str, Kind.STRING),
+)
+
+METRICS_RAW = TableLayout(
+    name="metrics_raw",
+    model=MetricSample,
+    columns=(
+        Column("event_id", Kind.STRING),
+        *model_columns(MetricSample, rename={"tags": "labels"}),
+        Column("source", Kind.STRING),
+    ),
+    key=("event_id",),
+)
+"""The seed's ``metrics_raw``: the sample's fields with ``tags`` as ``labels``, plus ``event_id`` and ``source``."""
+
+ANOMALIES = TableLayout(name="anomalies", model=Anomaly, columns=model_columns(Anomaly), key=("id",))
+
+ACTIONS = TableLayout(
+    name="actions",
+    model=ActionResult,
+    columns=(*model_columns(ActionResult), Column("reason", Kind.STRING), Column("result", Kind.STRING)),
+    key=("action_id", "status"),
+    fill=_action_columns,
+)
+"""The action log: one row per status transition. ``reason`` (from ``metadata["reason"]``) and ``result``
+(the outcome text, i.e. ``message``) keep the seed's column names readable for the seed's queries."""
+
+LAYOUTS: tuple[TableLayout, ...] = (METRICS_RAW, ANOMALIES, ACTIONS)
