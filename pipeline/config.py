@@ -52,6 +52,23 @@ class Settings(BaseSettings):
     action_timeout_seconds: float = Field(
         300, gt=0, description="How long a Cloud Run rollout may take before it counts as failed (transient)."
     )
+    gateway_host: str = Field("127.0.0.1", description="Address the HTTP gateway listens on.")
+    gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP gateway and dashboard.")
+    api_tokens: str = Field(
+        "", description='Bearer tokens with their role, "token:viewer,token:operator"; viewers read, operators act.'
+    )
+    api_tokens_file: Path | None = Field(
+        None, description="A file with one token:role per line, instead of or with AIOPS_API_TOKENS."
+    )
+    cors_origins: str = Field("", description="Comma separated origins the browser may call the gateway from.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the gateway accepts.")
+    store: Literal["sqlite", "bigquery"] = Field("sqlite", description="Where metrics, anomalies and actions are kept.")
+    sqlite_path: Path = Field(Path(".aiops/aiops.sqlite"), description="The SQLite store's file.")
+    bigquery_project: str | None = Field(None, description="Google Cloud project of the BigQuery store.")
+    bigquery_dataset: str = Field("aiops_data", description="BigQuery dataset of the store.")
+    bigquery_endpoint: str | None = Field(None, description="BigQuery API endpoint override (e.g. a local emulator).")
+    sink_batch_records: int = Field(5000, ge=1, description="Rows the sink writes to the store in one batch at most.")
+    sink_batch_seconds: float = Field(1.0, gt=0, description="How long the sink gathers rows before it writes a batch.")
     kafka_version: str = Field("4.1.1", description="Apache Kafka release the local development broker runs.")
     cache_dir: Path = Field(
         Path.home() / ".cache" / "aiops-sentry", description="Where the local broker's jars are cached."
