@@ -4,8 +4,9 @@ aiops.metrics ─ingest─► aiops.metrics.samples ─windows─► aiops.windo
                                                                            └───► aiops.service-health
 aiops.anomalies ─policy─► aiops.actions.requests (held-back requests: aiops.actions.results)
 aiops.actions.requests + aiops.actions.approvals ─actuate─► GKE / Cloud Run, aiops.actions.results
+aiops.metrics.samples + aiops.anomalies + aiops.actions.results ─sink─► the store (SQLite or BigQuery)
 """
 
-from agents import actuate, detect, ingest, policy, windows
+from agents import actuate, detect, ingest, policy, sink, windows
 
-__all__ = ["actuate", "detect", "ingest", "policy", "windows"]
+__all__ = ["actuate", "detect", "ingest", "policy", "sink", "windows"]

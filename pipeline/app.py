@@ -85,6 +85,10 @@ actuator_inbox = app.topic(
     topics.ACTION_REQUESTS.name, topics.ACTION_APPROVALS.name, partitions=1, key_type=bytes, value_type=bytes
 )
 
+sink_inbox = app.topic(
+    topics.METRIC_SAMPLES.name, topics.ANOMALIES.name, topics.ACTION_RESULTS.name, key_type=bytes, value_type=bytes
+)
+
 window_states = StateTable("windows", topics.METRIC_SAMPLES)
 detection_states = StateTable("detection", topics.WINDOWS)
 policy_states = StateTable("policy", topics.ANOMALIES)
