@@ -10,6 +10,7 @@ import pickle
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from pipeline import topics
 from pipeline.config import get_settings
@@ -51,6 +52,15 @@ def faust_topic(spec: topics.TopicSpec) -> faust.TopicT:
     return app.topic(spec.name, partitions=spec.partitions(settings), key_type=bytes, value_type=bytes)
 
 
+class _KeyPartitionedTable(faust.Table):
+    """Puts a key's changelog record on the partition Kafka's default partitioner gives the key,
+    which is the partition of the key's records in the source topic. Faust's own option for this
+    asks the producer for topic metadata, which it may not have yet right after start-up."""
+
+    def partition_for_key(self, key: Any) -> int:
+        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+
 class StateTable:
     """A Faust table of core state objects per service, pickled into its changelog topic.
 
@@ -61,9 +71,15 @@ class StateTable:
     """
 
     def __init__(self, name: str, source: topics.TopicSpec) -> None:
-        self._table = app.Table(
-            name, partitions=source.partitions(settings), key_type=bytes, value_type=bytes, use_partitioner=True
+        table = _KeyPartitionedTable(
+            app,
+            name=name,
+            partitions=source.partitions(settings),
+            key_type=bytes,
+            value_type=bytes,
+            beacon=app.tables.beacon,
         )
+        self._table = app.tables.add(table)
 
     def get(self, service: str) -> Any:
         raw = self._table.get(service.encode())

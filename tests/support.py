@@ -40,7 +40,7 @@ class Worker:
                 "AIOPS_DATA_DIR": str(data_dir),
                 "AIOPS_TOPIC_PARTITIONS": "3",
                 "AIOPS_LOG_FORMAT": "text",
-                "AIOPS_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+                "AIOPS_KAFKA_SESSION_TIMEOUT_SECONDS": "10",
             }
             | (env or {})
         )
@@ -220,12 +220,23 @@ async def wait_until_drained(bootstrap: str, group: str, topics: list[str], time
         await admin.close()
 
 
-async def group_members(bootstrap: str, group: str) -> int:
+async def wait_for_members(bootstrap: str, group: str, count: int, timeout: float = 120.0) -> None:
+    """Wait until ``group`` has exactly ``count`` members with a settled assignment."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    deadline = time.monotonic() + timeout
     try:
-        [response] = await admin.describe_consumer_groups([group])
-        return sum(len(described[5]) for described in response.groups)
+        while True:
+            try:
+                [response] = await admin.describe_consumer_groups([group])
+                states = [(described[2], len(described[5])) for described in response.groups]
+            except KafkaError as err:
+                states = [repr(err)]
+            if states == [("Stable", count)]:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"group {group} did not settle with {count} members in {timeout:.0f}s: {states}")
+            await asyncio.sleep(0.5)
     finally:
         await admin.close()
 

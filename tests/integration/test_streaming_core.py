@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import topics
 from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, ServiceHealth, WindowAggregate, decode
-from tests.support import SECOND, T0, FleetRun, consume_until, group_members, wait_until_drained
+from tests.support import SECOND, T0, FleetRun, consume_until, wait_for_members, wait_until_drained
 
 pytestmark = pytest.mark.integration
 
@@ -95,9 +95,9 @@ async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_b
 async def test_two_workers_share_the_work_and_one_takes_over(kafka_bootstrap, workers, tmp_path):
     run = FleetRun(tmp_path)
     first, second = workers.start(**run.env), workers.start(**run.env)
+    await wait_for_members(kafka_bootstrap, workers.app_id, 2)
     await run.publish(kafka_bootstrap, 0, 200)
     await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS, timeout=180)
-    assert await group_members(kafka_bootstrap, workers.app_id) == 2
 
     second.stop()
     await run.publish(kafka_bootstrap, 200, 420)
