@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.budget import ActionBudget
 from schemas import ActionDecision, ActionRequest, ActionResult, ActionStatus, ActionType, TargetType
 
 MAX_REMEMBERED_ACTIONS = 100_000
@@ -59,8 +60,7 @@ class Verdict:
 class ActuatorState:
     outcomes: OrderedDict[str, str] = field(default_factory=OrderedDict)
     """action id → the last status recorded for it (``in_progress`` until the outcome is known)."""
-    last_action_ms: dict[tuple[str, str], int] = field(default_factory=dict)
-    recent_actions_ms: list[int] = field(default_factory=list)
+    budget: ActionBudget = field(default_factory=ActionBudget)
     awaiting_approval: dict[str, ActionRequest] = field(default_factory=dict)
 
     def record(self, action_id: str, status: str) -> None:
@@ -80,22 +80,8 @@ def admit(
         )
     if reason := _outside_limits(guardrails, request):
         return Verdict(Admission.REJECTED, reason)
-    last = state.last_action_ms.get((request.service_name, request.action_type.value))
-    if last is not None and now_ms - last < guardrails.cooldown_seconds * 1000:
-        ago = (now_ms - last) / 1000
-        return Verdict(
-            Admission.REJECTED,
-            f"cooldown: {request.action_type.value} on {request.service_name} ran {ago:.0f}s ago; "
-            f"{guardrails.cooldown_seconds - ago:.0f}s left",
-        )
-    window_start = now_ms - guardrails.breaker_window_seconds * 1000
-    state.recent_actions_ms = [ms for ms in state.recent_actions_ms if ms > window_start]
-    if len(state.recent_actions_ms) >= guardrails.breaker_max_actions:
-        return Verdict(
-            Admission.REJECTED,
-            f"circuit breaker open: {len(state.recent_actions_ms)} actions in the last "
-            f"{guardrails.breaker_window_seconds:.0f}s (limit {guardrails.breaker_max_actions})",
-        )
+    if reason := state.budget.hold_back(guardrails, request.service_name, request.action_type.value, now_ms):
+        return Verdict(Admission.REJECTED, reason)
     if request.action_type in guardrails.approval_required and not approved:
         return Verdict(Admission.NEEDS_APPROVAL, f"{request.action_type.value} needs an operator's approval")
     return Verdict(Admission.GO, "within the guardrails")
@@ -105,8 +91,7 @@ def mark_started(state: ActuatorState, request: ActionRequest, now_ms: int) -> N
     """Count the action against cooldown and breaker, and remember its id, before it runs."""
     state.awaiting_approval.pop(request.action_id, None)
     state.record(request.action_id, "in_progress")
-    state.last_action_ms[(request.service_name, request.action_type.value)] = now_ms
-    state.recent_actions_ms.append(now_ms)
+    state.budget.spend(request.service_name, request.action_type.value, now_ms)
 
 
 def _outside_limits(guardrails: Guardrails, request: ActionRequest) -> str | None:

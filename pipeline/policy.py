@@ -25,7 +25,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.actuation import Guardrails
+from pipeline.actuation import Guardrails, result_for
+from pipeline.budget import ActionBudget
 from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, Severity, TargetType
 from schemas.codec import describe
 from schemas.common import MetricName, ServiceName
@@ -136,8 +137,7 @@ class Incident:
 @dataclass
 class PolicyState:
     incidents: dict[tuple[str, str], Incident] = field(default_factory=dict)
-    last_action_ms: dict[tuple[str, str], int] = field(default_factory=dict)
-    recent_actions_ms: list[int] = field(default_factory=list)
+    budget: ActionBudget = field(default_factory=ActionBudget)
     last_offset: int = -1
 
 
@@ -163,12 +163,11 @@ def decide(config: PolicyConfig, state: PolicyState, anomaly: Anomaly, offset: i
             continue
         incident.fired = True
         request = _request(rule, target, anomaly, incident)
-        held_back = _hold_back_reason(config.limits, state, request, end_ms)
+        held_back = state.budget.hold_back(config.limits, request.service_name, request.action_type.value, end_ms)
         if held_back:
-            decisions.append(_rejected(request, held_back))
+            decisions.append(result_for(request, ActionStatus.REJECTED, held_back))
             continue
-        state.last_action_ms[(request.service_name, request.action_type.value)] = end_ms
-        state.recent_actions_ms.append(end_ms)
+        state.budget.spend(request.service_name, request.action_type.value, end_ms)
         decisions.append(request)
     return decisions
 
@@ -184,22 +183,6 @@ def _track(state: PolicyState, limits: Limits, key: tuple[str, str], start_ms: i
     incident.streak = incident.streak + 1 if start_ms == incident.last_window_end_ms else 1
     incident.last_window_end_ms = end_ms
     return incident
-
-
-def _hold_back_reason(limits: Limits, state: PolicyState, request: ActionRequest, now_ms: int) -> str | None:
-    last = state.last_action_ms.get((request.service_name, request.action_type.value))
-    if last is not None and now_ms - last < limits.cooldown_seconds * 1000:
-        ago = (now_ms - last) / 1000
-        action = f"{request.action_type.value} on {request.service_name}"
-        return f"cooldown: {action} ran {ago:.0f}s ago; {limits.cooldown_seconds - ago:.0f}s left"
-    window_start = now_ms - limits.breaker_window_seconds * 1000
-    state.recent_actions_ms = [ms for ms in state.recent_actions_ms if ms > window_start]
-    if len(state.recent_actions_ms) >= limits.breaker_max_actions:
-        return (
-            f"circuit breaker open: {len(state.recent_actions_ms)} actions in the last "
-            f"{limits.breaker_window_seconds:.0f}s (limit {limits.breaker_max_actions})"
-        )
-    return None
 
 
 def _request(rule: Rule, target: GkeTarget | CloudRunTarget, anomaly: Anomaly, incident: Incident) -> ActionRequest:
@@ -226,18 +209,6 @@ def _request(rule: Rule, target: GkeTarget | CloudRunTarget, anomaly: Anomaly, i
         triggered_by=f"policy:{rule.name}",
         anomaly_id=anomaly.id,
         **placement,
-    )
-
-
-def _rejected(request: ActionRequest, reason: str) -> ActionResult:
-    return ActionResult(
-        action_id=request.action_id,
-        action_type=request.action_type,
-        status=ActionStatus.REJECTED,
-        message=reason,
-        service_name=request.service_name,
-        target_type=request.target_type,
-        triggered_by=request.triggered_by,
     )
 
 
