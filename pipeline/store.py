@@ -30,6 +30,7 @@ __all__ = [
     "LAYOUTS",
     "METRICS_RAW",
     "Column",
+    "MetricRow",
     "Kind",
     "Store",
     "StoreError",
@@ -39,7 +40,8 @@ __all__ = [
     "check_limit",
     "epoch_micros",
     "metric_event_id",
-    "metric_id",
+    "metric_rows",
+    "model_columns",
 ]
 
 
@@ -98,14 +100,36 @@ def metric_event_id(sample: MetricSample) -> str:
     """A deterministic id for a sample: the same measurement re-sent (a replay, a producer retry) gets the
     same id, so it is stored once. The instant is taken in UTC microseconds, the value as a float and the
     tags in key order, so spellings of the same measurement (``+02:00`` vs ``Z``, ``3`` vs ``3.0``) agree."""
-    micros = epoch_micros(sample.timestamp)
-    return metric_id(sample.service_name, sample.metric_name, micros, sample.value, canonical_json(sample.tags))
+    return metric_rows([sample], "")[0][0]
 
 
-def metric_id(service_name: str, metric_name: str, micros: int, value: float, tags_json: bytes) -> str:
-    """:func:`metric_event_id` from parts a store computes anyway for its columns, so ingest does that work once."""
-    head = f"{service_name}\x1f{metric_name}\x1f{micros}\x1f{float(value)!r}\x1f".encode()
-    return hashlib.blake2b(head + tags_json, digest_size=16).hexdigest()
+MetricRow = tuple[str, int, str, str, float, str, str]
+"""``metrics_raw`` in column order: event_id, timestamp (UTC epoch microseconds), service_name, metric_name,
+value, labels (JSON text, keys sorted), source."""
+
+
+def metric_rows(
+    samples: Sequence[MetricSample], source: str, event_ids: Sequence[str] | None = None
+) -> list[MetricRow]:
+    """Rows for ``metrics_raw``, with :func:`metric_event_id` unless ``event_ids`` (one per sample) are given.
+
+    One tight loop for the ingest path: the id needs the instant and the tags' JSON anyway, so both are
+    computed once and reused as column values."""
+    if event_ids is not None and len(event_ids) != len(samples):
+        raise ValueError(f"got {len(event_ids)} event_ids for {len(samples)} samples: give one per sample")
+    rows: list[MetricRow] = []
+    append, dumps, sort_keys, blake2b = rows.append, orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.blake2b
+    for index, sample in enumerate(samples):
+        service, metric, value = sample.service_name, sample.metric_name, float(sample.value)
+        micros = epoch_micros(sample.timestamp)
+        tags = dumps(sample.tags, option=sort_keys)
+        if event_ids is None:
+            head = f"{service}\x1f{metric}\x1f{micros}\x1f{value!r}\x1f".encode()
+            event_id = blake2b(head + tags, digest_size=16).hexdigest()
+        else:
+            event_id = event_ids[index]
+        append((event_id, micros, service, metric, value, tags.decode(), source))
+    return rows
 
 
 def epoch_micros(moment: datetime) -> int:
@@ -126,6 +150,7 @@ def as_utc(moment: datetime) -> datetime:
 
 
 def check_limit(limit: int) -> int:
+    """A history query without a positive limit is the caller's bug, not a storage failure: ValueError."""
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise ValueError(f"limit must be a positive int, got {limit!r}")
     return limit
