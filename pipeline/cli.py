@@ -56,6 +56,20 @@ def _ensure_topics(settings: Settings) -> list[str]:
         ) from None
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """Run the HTTP gateway and the operator dashboard (AIOPS_GATEWAY_HOST:AIOPS_GATEWAY_PORT)."""
+    from pipeline.gateway.auth import TokenConfigError
+    from pipeline.gateway.server import serve
+
+    settings = get_settings()
+    updates = {key: value for key, value in (("gateway_host", args.host), ("gateway_port", args.port)) if value}
+    try:
+        serve(settings.model_copy(update=updates))
+    except TokenConfigError as err:
+        raise CommandError(f"bad API token settings: {err}") from None
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create the missing aiops.* topics and list them all."""
     settings = get_settings()
@@ -183,6 +197,25 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """Replay timestamp,value CSV series (a file or a folder tree) through a detector; write its scores."""
+    from pathlib import Path
+
+    from pipeline.backtest import run_backtest, text_progress
+
+    source = Path(args.input)
+    if not source.exists():
+        raise CommandError(f"no such file or folder: {source}")
+    try:
+        result = run_backtest(
+            source, Path(args.out), args.detector or get_settings().detector, args.warmup, text_progress()
+        )
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    print(f"scored {result.points} points of {result.files} series in {result.seconds:.1f}s into {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiops", description="AI Ops Sentry: catch incidents in service metrics, fix them safely."
@@ -191,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help=cmd_worker.__doc__)
     worker.set_defaults(run=cmd_worker)
+
+    gateway = commands.add_parser("gateway", help=cmd_gateway.__doc__)
+    gateway.add_argument("--host", default=None, help="listen address (default: AIOPS_GATEWAY_HOST)")
+    gateway.add_argument("--port", type=int, default=None, help="listen port (default: AIOPS_GATEWAY_PORT)")
+    gateway.set_defaults(run=cmd_gateway)
 
     topics = commands.add_parser("topics", help=cmd_topics.__doc__)
     topics.set_defaults(run=cmd_topics)
@@ -227,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true", help="start with the oldest event kept")
     tail.add_argument("--service", help="only this service's events")
     tail.set_defaults(run=cmd_tail)
+
+    backtest = commands.add_parser("backtest", help=cmd_backtest.__doc__)
+    backtest.add_argument("input", help="a timestamp,value CSV file or a folder of them (searched recursively)")
+    backtest.add_argument("--out", required=True, help="folder for the timestamp,anomaly_score files (same layout)")
+    backtest.add_argument("--detector", default=None, help="detector name (default: AIOPS_DETECTOR)")
+    backtest.add_argument("--warmup", type=int, default=0, help="first points scored 0, like the pipeline's warm-up")
+    backtest.set_defaults(run=cmd_backtest)
 
     demo = commands.add_parser("demo", help=cmd_demo.__doc__)
     demo.set_defaults(run=cmd_demo)

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from river import stats
 
+from pipeline.detectors_nab import NabEnsemble
+
 
 class Detector(Protocol):
     name: str
@@ -69,7 +71,7 @@ class RobustZScore:
         self.iqr.update(x)
 
 
-DETECTORS: dict[str, type[Detector]] = {RobustZScore.name: RobustZScore}
+DETECTORS: dict[str, type[Detector]] = {RobustZScore.name: RobustZScore, NabEnsemble.name: NabEnsemble}
 
 
 def make_detector(name: str) -> Detector:

@@ -1,0 +1,283 @@
+"""An ensemble detector whose raw surprise is turned into a calibrated anomaly probability.
+
+No single scorer catches every kind of incident: a z-score sees spikes and level shifts but not a
+daily pattern that breaks, and a pattern model sees a broken rhythm but not how far a value
+strayed. So three cheap, complementary scorers run side by side:
+
+* deviation: how far the value (and the mean of the last few) lies from a slow exponentially
+  weighted mean, in exponentially weighted standard deviations: spikes, dips and level shifts.
+* novelty: the value is quantised into a few bins of the range seen so far, and the sequences of
+  the last bins (lengths 1 to ``max_order``) are looked up in a bounded table of sequences already
+  seen; the share of unseen ones is the surprise. A repeating (seasonal) shape becomes familiar
+  sequences, so the season itself stops being surprising while a break in it is not.
+* volatility: the short-term spread against the long-term one: noise that grows or dies down.
+
+Raw scores of different series are not comparable (a noisy series always looks a bit
+surprising), so, as in Numenta's anomaly likelihood, each scorer's short average of raw scores
+is compared with the distribution of its own recent averages, as a normal tail probability
+``p``, in decades ``-log10(p)``; the most improbable scorer counts, plus a quarter of the others
+(scorers that agree are stronger evidence). The total ``d`` is reported as ``d / (d + decades)``,
+which never saturates, so even among extreme events the rarer ranks higher. With the defaults
+0.67 is four decades (where a rest starts, below) and the pipeline's 0.9 is 18: the tails of
+real raw scores are far heavier than normal ones, and a whole healthy simulated day stays
+below 0.8. A scorer that is nearly always 0 (novelty) would look infinitely surprising at its first
+non-zero value, so each scorer's spread has a floor (``raw_sd_floors``): the first sight of a
+harmless new shape, such as the first day of a daily cycle, does not page anyone.
+A value more than ``extreme_z`` standard deviations out scores at least 0.9 at once, because
+the averaging that protects against noise would otherwise dilute one huge spike. A value that
+leaves the range seen so far by more than ``range_margin`` of its width scores at least
+``range_floor``: a new extreme is worth a look (it starts a rest, below) but, on its own, not a
+page, since a slowly growing series sets new highs all the time.
+
+Once a score reaches ``alert_level`` the detector rests for ``rest_points`` points, scaling its
+scores down: one incident stands out once rather than as a burst while the model catches up
+with the new situation. A rest that began below ``report_level`` (the pipeline's
+anomaly threshold) does not hide a later score at or above it, which restarts the rest: an
+incident that gets worse is still reported once.
+
+Everything is O(1) per point in plain Python (a numpy call per point would cost more than all
+of this), and the state is bounded: fixed-size deques, a few floats and a context table that is
+halved when it fills.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+_LN10 = math.log(10.0)
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+class _EW:
+    """Exponentially weighted mean and variance that start as plain averages.
+
+    The plain average over the first ``1 / alpha`` points avoids the pull towards the first value
+    that a bare exponential average has.
+    """
+
+    __slots__ = ("alpha", "n", "mean", "var")
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.n = 0
+        self.mean = 0.0
+        self.var = 0.0
+
+    def __getstate__(self) -> tuple[float, int, float, float]:
+        return self.alpha, self.n, self.mean, self.var
+
+    def __setstate__(self, state: tuple[float, int, float, float]) -> None:
+        self.alpha, self.n, self.mean, self.var = state
+
+    def update(self, x: float) -> None:
+        self.n += 1
+        a = self.alpha if self.n * self.alpha >= 1.0 else 1.0 / self.n
+        d = x - self.mean
+        self.mean += a * d
+        self.var = (1.0 - a) * (self.var + a * d * d)
+
+
+def tail_decades(z: float) -> float:
+    """``-log10`` of the standard normal upper tail beyond ``z``, without underflow for large ``z``."""
+    if z <= 0.0:
+        return 0.0
+    if z < 30.0:
+        return -math.log10(0.5 * math.erfc(z / _SQRT2))
+    return z * z / (2.0 * _LN10) + math.log10(z * _SQRT_2PI)
+
+
+def _squash(z: float, scale: float) -> float:
+    """Maps a distance in standard deviations to [0, 1): 0 at 0, about 0.63 at ``scale``."""
+    return 1.0 - math.exp(-((z / scale) ** 2))
+
+
+class NabEnsemble:
+    """Deviation, pattern-novelty and volatility scorers behind a per-series anomaly likelihood."""
+
+    name = "ensemble_likelihood"
+
+    def __init__(
+        self,
+        weights: tuple[float, float, float] = (1.0, 0.5, 0.5),
+        bins: int = 8,
+        max_order: int = 5,
+        table_size: int = 4096,
+        slow_alpha: float = 0.002,
+        short_window: int = 5,
+        raw_window: int = 5,
+        history_alpha: float = 0.003,
+        min_history: int = 150,
+        decades: float = 2.0,
+        alert_level: float = 0.67,
+        report_level: float = 0.9,
+        rest_points: int = 30,
+        rest_damping: float = 0.5,
+        extreme_z: float = 10.0,
+        range_margin: float = 0.02,
+        range_floor: float = 0.74,
+        agreement: float = 0.25,
+        raw_sd_floors: tuple[float, float, float] = (0.01, 0.05, 0.01),
+    ) -> None:
+        self.weights = weights
+        self.bins = bins
+        self.table_size = table_size
+        self.min_history = min_history
+        self.decades = decades
+        self.agreement = agreement
+        self.raw_sd_floors = raw_sd_floors
+        self.alert_level = alert_level
+        self.report_level = report_level
+        self.rest_points = rest_points
+        self.rest_damping = rest_damping
+        self.extreme_z = extreme_z
+        self.range_margin = range_margin
+        self.range_floor = range_floor
+        self.level = _EW(slow_alpha)
+        self.fast = _EW(0.1)
+        self.recent: deque[float] = deque(maxlen=short_window)
+        self.codes: deque[int] = deque(maxlen=max_order)
+        self.contexts: dict[tuple[int, ...], int] = {}
+        self.low = math.inf
+        self.high = -math.inf
+        self.raw_recent = [deque[float](maxlen=raw_window) for _ in weights]
+        self.raw_stats = [_EW(history_alpha) for _ in weights]
+        self.seen = 0
+        self.resting = 0
+        self.rest_peak = 0.0
+        self._pending: tuple[float, tuple[float, ...], list[tuple[int, ...]], float] | None = None
+
+    # -- the scorers --------------------------------------------------------------------------------------------
+    def _spread(self) -> float:
+        """The long-term standard deviation, floored so a flat series does not make every wiggle huge."""
+        floor = 1e-3 * max(abs(self.level.mean), self.high - self.low, 1e-9)
+        return max(math.sqrt(self.level.var), floor)
+
+    def _deviation(self, x: float, spread: float) -> float:
+        mean = self.level.mean
+        z = abs(x - mean) / spread
+        recent = self.recent
+        if recent:
+            k = len(recent) + 1
+            z_short = abs((sum(recent) + x) / k - mean) / spread * math.sqrt(min(k, 4))
+            z = max(z, z_short)
+        return _squash(z, 6.0)
+
+    def _code(self, x: float) -> int:
+        """The bin of ``x`` in the range seen so far; values beyond it get codes of their own."""
+        width = self.high - self.low
+        if width <= 0.0:
+            return 0
+        u = (x - self.low) / width
+        return -1 if u < 0.0 else min(int(u * self.bins), self.bins)
+
+    def _contexts_of(self, x: float) -> list[tuple[int, ...]]:
+        """The sequences ending in ``x``'s bin, one per length: what novelty looks up and learns."""
+        code = self._code(x)
+        history = tuple(self.codes)
+        return [(*history[len(history) - order :], code) for order in range(1, len(history) + 1)]
+
+    def _novelty(self, keys: list[tuple[int, ...]]) -> float:
+        if not keys:
+            return 0.0
+        contexts = self.contexts
+        return sum(1 for key in keys if key not in contexts) / len(keys)
+
+    def _volatility(self, x: float, spread: float) -> float:
+        d = x - self.fast.mean
+        ratio = math.sqrt(self.fast.var + 0.1 * d * d) / spread
+        if ratio <= 0.0:
+            return 0.0
+        return _squash(max(ratio, 1.0 / ratio) - 1.0, 4.0)
+
+    # -- the calibration ----------------------------------------------------------------------------------------
+    def _likelihood(self, raws: tuple[float, ...]) -> float:
+        """Weighted decades of tail probability: the most improbable scorer, plus a little of the others.
+
+        Scorers that agree are stronger evidence than one alone, but one scorer must be able to
+        raise an alert by itself, so the others count a quarter.
+        """
+        best = total = 0.0
+        for weight, floor, raw, recent, stats_k in zip(
+            self.weights, self.raw_sd_floors, raws, self.raw_recent, self.raw_stats, strict=True
+        ):
+            if not weight or stats_k.n < self.min_history:
+                continue
+            avg = (sum(recent) + raw) / (len(recent) + 1)
+            z = (avg - stats_k.mean) / max(math.sqrt(stats_k.var), floor)
+            if z > 0.0:
+                decades = weight * tail_decades(z)
+                total += decades
+                best = max(best, decades)
+        return best + self.agreement * (total - best)
+
+    def _evaluate(self, x: float) -> tuple[tuple[float, ...], list[tuple[int, ...]], float]:
+        """Raw scores, contexts and undamped score of ``x``: shared by ``score_one`` and ``learn_one``."""
+        keys = self._contexts_of(x)
+        if self.seen < 2:
+            return (0.0, 0.0, 0.0), keys, 0.0
+        spread = self._spread()
+        w = self.weights
+        raws = (
+            self._deviation(x, spread) if w[0] else 0.0,
+            self._novelty(keys) if w[1] else 0.0,
+            self._volatility(x, spread) if w[2] else 0.0,
+        )
+        decades = self._likelihood(raws)
+        score = decades / (decades + self.decades)
+        if self.seen >= self.min_history:
+            z = abs(x - self.level.mean) / spread
+            if self.extreme_z and z >= self.extreme_z:
+                score = max(score, 1.0 - 0.1 * self.extreme_z / z)
+            margin = self.range_margin * (self.high - self.low)
+            if x > self.high + margin or x < self.low - margin:
+                score = max(score, self.range_floor)
+        return raws, keys, score
+
+    # -- the River-style interface ------------------------------------------------------------------------------
+    def expected(self) -> float:
+        return self.level.mean if self.seen else 0.0
+
+    def score_one(self, x: float) -> float:
+        raws, keys, score = self._evaluate(x)
+        self._pending = (x, raws, keys, score)
+        return score * self.rest_damping if self.resting > 0 and not self._escalates(score) else score
+
+    def _escalates(self, score: float) -> bool:
+        """True for a score that reaches the report level while the rest began below it."""
+        return score >= self.report_level > self.rest_peak
+
+    def learn_one(self, x: float) -> None:
+        pending = self._pending
+        self._pending = None
+        if pending is not None and pending[0] == x:
+            _, raws, keys, score = pending
+        else:
+            raws, keys, score = self._evaluate(x)
+        if score >= self.alert_level and (self.resting <= 0 or self._escalates(score)):
+            self.resting = self.rest_points
+            self.rest_peak = score
+        elif self.resting > 0:
+            self.resting -= 1
+        for raw, recent, stats_k in zip(raws, self.raw_recent, self.raw_stats, strict=True):
+            stats_k.update((sum(recent) + raw) / (len(recent) + 1))
+            recent.append(raw)
+        contexts = self.contexts
+        for key in keys:
+            contexts[key] = contexts.get(key, 0) + 1
+        if len(contexts) > self.table_size:
+            self._prune()
+        self.level.update(x)
+        self.fast.update(x)
+        self.recent.append(x)
+        if x < self.low:
+            self.low = x
+        if x > self.high:
+            self.high = x
+        self.codes.append(self._code(x))
+        self.seen += 1
+
+    def _prune(self) -> None:
+        """Keeps what recurs: drops sequences seen once and halves the other counts."""
+        self.contexts = {key: count // 2 for key, count in self.contexts.items() if count > 1}
