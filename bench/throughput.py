@@ -1,0 +1,133 @@
+"""Pipeline throughput against the ceiling of a bare Python Kafka consumer, in one run.
+
+    .venv/bin/python -m bench.throughput [--samples 1000000] [--services 200] [--batch 500]
+
+Starts a fresh local broker (or uses KAFKA_BOOTSTRAP), publishes the samples in batched
+records, then measures (a) a bare aiokafka consumer that only decodes the records and (b) one
+`aiops worker` running the pipeline (ingest → windows → detection → anomalies) until its
+consumer group has committed every record of every stage. Reports samples/s, CPU seconds per
+million samples, and b/a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from pipeline import topics
+from pipeline.config import Settings
+from pipeline.producer import MetricsProducer
+from schemas import STANDARD_METRICS, MetricBatch, MetricSample, decode
+from tests.support import wait_until_drained
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        "unknown CPU",
+    )
+    return f"{model}, {os.cpu_count()} cores"
+
+
+async def publish(bootstrap: str, samples: int, services: int, batch: int) -> int:
+    rounds = max(1, samples // (services * len(STANDARD_METRICS)))
+    sent = 0
+    async with MetricsProducer(bootstrap, batch_size=batch) as producer:
+        for second in range(rounds):
+            at = T0 + timedelta(seconds=second)
+            chunk = [
+                MetricSample(timestamp=at, service_name=f"svc-{s}", metric_name=m, value=float(100 + (s + second) % 7))
+                for s in range(services)
+                for m in STANDARD_METRICS
+            ]
+            sent += await producer.send(chunk)
+    return sent
+
+
+async def bare_consumer(bootstrap: str, expected: int) -> tuple[float, float]:
+    """Seconds and CPU seconds for a consumer that only decodes every record."""
+    consumer = AIOKafkaConsumer(topics.METRICS.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    seen, started, cpu = 0, time.perf_counter(), time.process_time()
+    while seen < expected:
+        for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+            seen += sum(len(decode(MetricBatch, record.value).metrics) for record in records)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await consumer.stop()
+    return elapsed, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def pipeline(bootstrap: str, workdir: Path) -> tuple[float, float]:
+    """Seconds from the worker's start until it committed everything, and its CPU seconds."""
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    env = os.environ | {
+        "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
+        "AIOPS_APP_ID": app_id,
+        "AIOPS_DATA_DIR": str(workdir),
+        "AIOPS_SQLITE_PATH": str(workdir / "bench.sqlite"),
+        "AIOPS_LOG_LEVEL": "WARNING",
+    }
+    log = (workdir / "worker.log").open("wb")
+    started = time.perf_counter()
+    worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
+    try:
+        stages = [topics.METRICS.name, topics.METRIC_SAMPLES.name, topics.WINDOWS.name]
+        await wait_until_drained(bootstrap, app_id, stages, timeout=3600)
+        return time.perf_counter() - started, cpu_seconds(worker.pid)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+
+
+async def main(args: argparse.Namespace) -> None:
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            from connectors.kafka_local import LocalKafka
+
+            bootstrap = stack.enter_context(LocalKafka()).bootstrap
+        await topics.ensure_topics(Settings(kafka_bootstrap=bootstrap))
+        sent = await publish(bootstrap, args.samples, args.services, args.batch)
+        bare, bare_cpu = await bare_consumer(bootstrap, sent)
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aiops-bench-")))
+        full, full_cpu = await pipeline(bootstrap, workdir)
+    rows = [
+        ("bare aiokafka consumer, decode only", bare, bare_cpu),
+        ("pipeline (one worker, all agents)", full, full_cpu),
+    ]
+    print(f"\n{sent:,} samples, {args.services * len(STANDARD_METRICS):,} series, {args.batch} samples per record")
+    print(f"machine: {machine()}\n")
+    print("| consumer | samples/s | CPU s per million samples |\n| --- | ---: | ---: |")
+    for name, seconds, cpu in rows:
+        print(f"| {name} | {sent / seconds:,.0f} | {cpu / sent * 1e6:.1f} |")
+    print(f"\npipeline / bare consumer: {bare / full:.0%} (the pipeline's time includes the worker's start-up)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1_000_000)
+    parser.add_argument("--services", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=500)
+    asyncio.run(main(parser.parse_args()))
