@@ -1,5 +1,5 @@
 # The two commands: `make demo` runs the pipeline locally, `make test` runs every test.
-# Both set up what they need: system packages (Java, Maven) if missing, the venv, the Kafka jars.
+# Both set up what they need: system packages (Java, Maven, Chromium) if missing, the venv, the Kafka jars.
 
 PYTHON ?= python3
 VENV := .venv
@@ -17,9 +17,9 @@ test: setup
 setup: system-deps $(STAMP) kafka-jars
 
 system-deps:
-	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
-	  echo "installing Java 17 and Maven (apt)"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless maven; \
+	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! test -x /usr/bin/chromium; then \
+	  echo "installing Java 17, Maven and Chromium (apt)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless maven chromium; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -1,0 +1,98 @@
+"""Plain ASGI middleware: the body size limit and request counting, applied before any route runs."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.gateway.telemetry import RequestCounter
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while the route reads the body; an HTTPException so FastAPI answers it as a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, too_large_message(limit))
+
+
+def too_large_message(limit: int) -> str:
+    return f"request body is larger than {limit} bytes (AIOPS_MAX_BODY_BYTES): send smaller batches"
+
+
+class BodyLimit:
+    """Refuse bodies above ``limit`` bytes with 413: by Content-Length up front, else while reading."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _send_413(send, self.limit)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _send_413(send, self.limit)
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = ('{"detail": "' + too_large_message(limit) + '"}').encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class CountRequests:
+    """Count answered requests by method, route template and status for ``GET /metrics``."""
+
+    def __init__(self, app: ASGIApp, counter: RequestCounter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/static/") else "unmatched")
+            self.counter.count(scope["method"], path, status)

@@ -1,0 +1,139 @@
+"""Response and request bodies of the HTTP API, derived from the event models in :mod:`schemas`.
+
+The seed's field names are kept; where the seed renames a field (``ServiceHealth.service_name`` is
+``name`` in the services list) the model is built from the schema's own field definitions, so a
+field's type and rules are written once, in ``schemas/``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
+
+from schemas import (
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    ActionType,
+    Anomaly,
+    MetricSample,
+    ServiceHealth,
+    TargetType,
+)
+from schemas.common import ServiceName, ShortText
+
+
+def _fields(model: type[BaseModel], *names: str) -> dict[str, tuple[Any, FieldInfo]]:
+    """Field definitions of ``model`` to build another model from, without restating them."""
+    return {name: (model.model_fields[name].annotation, model.model_fields[name]) for name in names}
+
+
+_HEALTH_FIELDS = [name for name in ServiceHealth.model_fields if name not in ("schema_version", "service_name")]
+
+ServiceView = create_model(
+    "ServiceView",
+    __doc__="One service in the seed's services list: ServiceHealth with ``service_name`` as ``name``.",
+    name=(ServiceHealth.model_fields["service_name"].annotation, ServiceHealth.model_fields["service_name"]),
+    **_fields(ServiceHealth, *_HEALTH_FIELDS),
+)
+
+
+def service_view(health: ServiceHealth) -> BaseModel:
+    values = health.model_dump(include=set(_HEALTH_FIELDS))
+    return ServiceView(name=health.service_name, **values)
+
+
+class ServicesResponse(BaseModel):
+    services: list[ServiceView]  # type: ignore[valid-type]
+    count: int
+
+
+class AnomaliesResponse(BaseModel):
+    """The seed's anomaly fields, plus the window and model each anomaly came from."""
+
+    anomalies: list[Anomaly]
+    count: int
+
+
+class RecentMetricsResponse(BaseModel):
+    metrics: list[MetricSample]
+    count: int
+
+
+class AcceptedResponse(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    message: str
+    metrics_received: int
+    timestamp: datetime
+
+
+class LogsAcceptedResponse(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    message: str
+    logs_received: int
+    timestamp: datetime
+
+
+_COMMAND_FIELDS = [
+    name
+    for name in ActionRequest.model_fields
+    if name not in ("schema_version", "action_type", "triggered_by", "requested_at", "anomaly_id")
+]
+
+ActionCommandBase = create_model(
+    "ActionCommand",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="The seed's action body: an ActionRequest without what the gateway fills in (type, who asked, when). "
+    "``action_id`` is optional: a client that retries after a 503 sends the same id, so the action runs at most once.",
+    **_fields(ActionRequest, *_COMMAND_FIELDS),
+)
+
+
+def command_fields(command: BaseModel) -> dict[str, Any]:
+    """The fields the caller set (defaults stay the schema's), for building the ActionRequest."""
+    return command.model_dump(exclude_unset=True)
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: ShortText | None = Field(None, description="Why: kept with the decision for the audit trail.")
+
+
+class ActionLogEntry(BaseModel):
+    """One action request with everything the actuator said about it, latest first in ``status``."""
+
+    action_id: str
+    action_type: ActionType
+    service_name: ServiceName
+    target_type: TargetType
+    status: ActionStatus
+    message: str
+    triggered_by: str
+    requested_at: datetime | None
+    updated_at: datetime
+    request: ActionRequest | None = Field(None, description="None when the request is older than the gateway's view.")
+    results: list[ActionResult] = Field(default_factory=list, description="Results in the order they arrived.")
+
+
+class ActionLogResponse(BaseModel):
+    actions: list[ActionLogEntry]
+    count: int
+
+
+class KafkaStatus(BaseModel):
+    reachable: bool
+    bootstrap: str
+    error: str | None = None
+    caught_up: bool = Field(description="Whether the replay of service health and recent events has finished.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    kafka: KafkaStatus
+    store: bool = Field(description="Whether a store for raw metric history is configured.")
+    services: int
+    timestamp: datetime

@@ -1,0 +1,97 @@
+"""Health, live events (server-sent events), the gateway's Prometheus metrics, and the dashboard page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+
+from pipeline.gateway import deps
+from pipeline.gateway.auth import require_viewer
+from pipeline.gateway.bridge import KafkaBridge
+from pipeline.gateway.models import HealthResponse
+from pipeline.gateway.state import LiveState
+from pipeline.gateway.telemetry import render
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+HEARTBEAT_SECONDS = 15.0
+"""A comment line this often keeps proxies from closing an idle stream and lets the client see it is alive."""
+
+router = APIRouter()
+
+State = Annotated[LiveState, Depends(deps.live_state)]
+Kafka = Annotated[KafkaBridge, Depends(deps.kafka)]
+
+
+@router.get("/health", tags=["health"])
+async def liveness() -> dict[str, str]:
+    """The process answers: for liveness probes. Says nothing about Kafka (see /api/v1/health)."""
+    return {"status": "ok"}
+
+
+@router.get("/api/v1/health", response_model=HealthResponse, tags=["health"])
+@router.get("/api/v1/healthz", response_model=HealthResponse, tags=["health"])
+async def health(request: Request, state: State, kafka: Kafka) -> dict[str, Any]:
+    """``ok`` when Kafka is reachable, ``degraded`` otherwise (the gateway then serves what it last saw)."""
+    return {
+        "status": "ok" if kafka.reachable else "degraded",
+        "kafka": {
+            "reachable": kafka.reachable,
+            "bootstrap": kafka.settings.kafka_bootstrap,
+            "error": None if kafka.reachable else kafka.error,
+            "caught_up": kafka.caught_up,
+        },
+        "store": request.app.state.store is not None,
+        "services": len(state.services),
+        "timestamp": datetime.now(UTC),
+    }
+
+
+@router.get(
+    "/api/v1/stream",
+    dependencies=[Depends(require_viewer)],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Events: anomaly, health, action."}},
+    tags=["live"],
+)
+async def stream(state: State) -> StreamingResponse:
+    """Server-sent events: ``anomaly`` (an Anomaly), ``health`` (a services-list entry), ``action`` (an action-log
+    entry), as they arrive on the topics. A client that falls too far behind is disconnected and should reconnect."""
+    queue = state.subscribe()
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield "retry: 3000\n: connected\n\n"
+            while state.is_subscribed(queue) or not queue.empty():
+                try:
+                    name, data = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                except TimeoutError:
+                    yield ": ping\n\n"
+                    continue
+                yield f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+        finally:
+            state.unsubscribe(queue)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["health"])
+async def prometheus(request: Request, state: State, kafka: Kafka) -> PlainTextResponse:
+    """The gateway's own metrics in the Prometheus text format."""
+    text = render(request.app.state.requests, state, kafka.reachable)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,85 @@
+"""Read endpoints of the seed API: services, anomalies, recent raw metrics, and the action log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from pipeline.gateway import deps
+from pipeline.gateway.auth import require_viewer
+from pipeline.gateway.models import (
+    ActionLogResponse,
+    AnomaliesResponse,
+    RecentMetricsResponse,
+    ServicesResponse,
+    service_view,
+)
+from pipeline.gateway.state import LiveState
+
+log = logging.getLogger("aiops.gateway")
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_viewer)])
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="How many, newest first (1..1000).")]
+ServiceFilter = Annotated[str | None, Query(min_length=1, max_length=128, description="Only this service.")]
+State = Annotated[LiveState, Depends(deps.live_state)]
+
+
+@router.get("/services", response_model=ServicesResponse, tags=["services"])
+@router.get("/services/health", response_model=ServicesResponse, tags=["services"])
+async def services(state: State) -> dict[str, Any]:
+    """The latest health of every service, from the compacted ``aiops.service-health``."""
+    views = [service_view(state.services[name]) for name in sorted(state.services)]
+    return {"services": views, "count": len(views)}
+
+
+@router.get("/anomalies", response_model=AnomaliesResponse, tags=["anomalies"])
+@router.get("/anomalies/recent", response_model=AnomaliesResponse, tags=["anomalies"])
+async def anomalies(state: State, limit: Limit = 50, service_name: ServiceFilter = None) -> dict[str, Any]:
+    """Recent anomalies, newest first (the gateway keeps the last 1000)."""
+    found = state.recent_anomalies(limit, service_name)
+    return {"anomalies": found, "count": len(found)}
+
+
+@router.get(
+    "/metrics/recent",
+    response_model=RecentMetricsResponse,
+    responses={502: {"description": "The store refused the query."}, 503: {"description": "No store, or down."}},
+    tags=["metrics"],
+)
+async def recent_metrics(
+    store: Annotated[Any, Depends(deps.store)],
+    service_name: ServiceFilter = None,
+    limit: Limit = 100,
+    metric_name: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+) -> dict[str, Any]:
+    """Raw samples from the store, newest first; 503 when the gateway runs without a store."""
+    if store is None:
+        raise HTTPException(503, "no store configured: raw metric history needs the gateway to run with a store")
+    from pipeline.store import StoreError
+
+    try:
+        samples = await asyncio.to_thread(store.recent_metrics, service_name, limit, metric_name)
+    except StoreError as err:
+        log.warning("store query failed", extra={"error": err.message, "retryable": err.retryable})
+        if err.retryable:
+            raise HTTPException(503, f"the store is unavailable ({err.message}): retry later") from None
+        raise HTTPException(502, f"the store refused the query: {err.message}") from None
+    return {"metrics": samples, "count": len(samples)}
+
+
+@router.get("/actions", response_model=ActionLogResponse, tags=["actions"])
+async def action_log(state: State, limit: Limit = 100, service_name: ServiceFilter = None) -> dict[str, Any]:
+    """Action requests with every result, most recently updated first (the last 1000 the gateway saw)."""
+    entries = state.action_log(limit, service_name)
+    return {"actions": entries, "count": len(entries)}
+
+
+@router.get("/actions/pending", response_model=ActionLogResponse, tags=["actions"])
+async def pending_actions(state: State, limit: Limit = 100, service_name: ServiceFilter = None) -> dict[str, Any]:
+    """Requests waiting for an operator's approval: their latest result is ``pending``."""
+    entries = state.action_log(limit, service_name, pending_only=True)
+    return {"actions": entries, "count": len(entries)}

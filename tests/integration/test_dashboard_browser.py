@@ -1,0 +1,131 @@
+"""The dashboard in a real headless Chromium, on a real worker, gateway and broker: an on-call engineer's loop.
+
+A simulated fleet with a latency incident flows through the worker; the page must show the services and the
+anomaly, and a restart clicked and confirmed on the page must wait in the approval queue, and once approved
+there come back in the action log as a dry run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Settings
+from pipeline.gateway.server import BackgroundGateway
+from tests.support import FleetRun
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+OPERATOR = "browser-operator-token-0123"
+PIPELINE_MS = 180_000
+"""How long the worker may take from the published history to health, anomalies and action results."""
+
+
+@pytest.fixture
+def playwright_chromium():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_operator_sees_the_incident_and_restarts_a_service(kafka_bootstrap, workers, tmp_path, playwright_chromium):
+    run = FleetRun(tmp_path, cluster="prod")
+    policy = yaml.safe_load(run.policy_file.read_text())
+    # Workers of earlier tests left requests on the shared topic; a fresh actuator replays them, so the
+    # breaker must not trip on those.
+    # Restarts wait for an operator's approval, so the approval queue is exercised too.
+    policy["guardrails"] = {"breaker_max_actions": 1000, "approval_required": ["restart_deployment"]}
+    run.policy_file.write_text(yaml.safe_dump(policy))
+    run.latency_incident(at_seconds=300, seconds=90)
+    worker = workers.start(**run.env)
+    target = run.services[1]  # user-auth: healthy, so the manual restart is the only action on it
+
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_partitions=3, api_tokens=f"{OPERATOR}:operator:browser")
+    with BackgroundGateway(settings) as gateway:
+        page = playwright_chromium.new_page(viewport={"width": 1600, "height": 1050})
+        try:
+            errors = watch_for_errors(page)
+            page.goto(gateway.url)
+            page.fill("#token-input", OPERATOR)
+            page.click("#token-form button[type=submit]")
+            page.fill("#service-filter", run.payment.rsplit("-", 1)[1])  # only this run's fleet
+            page.wait_for_selector('#conn-live[data-state="up"]', timeout=30_000)
+
+            # The page is open and following the stream before the fleet publishes: it sees every change.
+            # Playwright's sync API runs an event loop in this thread, so publish from another one.
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, run.publish(kafka_bootstrap, 0, 420)).result(timeout=120)
+            operate(page, run, worker, target)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True, animations="disabled")
+            assert not errors, errors
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)
+            print("gateway's action log:", [e.model_dump(mode="json") for e in gateway.app.state.live.action_log(10)])
+            print("worker log:", worker.output())
+            raise
+        finally:
+            page.close()  # ends the page's event stream before the gateway stops
+
+
+def watch_for_errors(page) -> list[str]:
+    """Script errors and console errors, except the browser's note on the 401s answered before the token is set."""
+    errors: list[str] = []
+
+    def on_console(message) -> None:
+        if message.type == "error" and "status of 401" not in message.text:
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def operate(page, run: FleetRun, worker, target: str) -> None:
+    try:
+        for service in run.services:
+            page.wait_for_selector(f'article.service[data-service="{service}"]', timeout=PIPELINE_MS)
+        page.wait_for_selector(f'#anomaly-feed li.anomaly[data-service="{run.payment}"]', timeout=PIPELINE_MS)
+    except Exception:
+        raise AssertionError(f"the pipeline's events did not show; worker log:\n{worker.output()}") from None
+
+    page.click(f'article.service[data-service="{target}"] button[data-action="restart_deployment"]')
+    page.wait_for_selector("#action-dialog[open]")
+    assert target in page.inner_text("#dialog-lead")
+    page.select_option("#f-target", "gke")
+    page.fill("#f-cluster", "prod")
+    page.fill("#f-reason", "clearing a stuck connection pool")
+    page.click("#dialog-confirm")
+    page.wait_for_selector("#action-dialog[open]", state="detached", timeout=15_000)
+
+    row = f'#action-log tr[data-service="{target}"]'
+    page.wait_for_selector(f'{row}[data-status="pending"]', timeout=PIPELINE_MS)
+    approval = f'#approval-queue li.approval:has-text("{target}")'
+    page.wait_for_selector(approval)
+    page.once("dialog", lambda dialog: dialog.accept())  # the "Approve ...?" confirmation
+    page.click(f"{approval} >> text=Approve")
+    page.wait_for_selector(f'{row}[data-status="dry_run"]', timeout=PIPELINE_MS)
+    page.wait_for_selector(approval, state="detached", timeout=30_000)
+    text = page.inner_text(row)
+    assert "restart_deployment" in text and "dry run" in text and "manual:browser" in text, text
