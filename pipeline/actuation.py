@@ -1,7 +1,7 @@
 """Guardrails in front of every action, automatic or manual: the actuator's safety decisions.
 
 Pure state and functions; the actuator agent keeps the state in a table and does the I/O.
-Order of checks for a request: already seen (idempotency) → allow-lists and replica bounds →
+Order of checks for a request: already seen (idempotency) → too old → allow-lists and replica bounds →
 cooldown per (service, action) → circuit breaker → approval. Only then is it carried out,
 for real or as a dry run. Time is the actuator's wall clock: cooldowns protect the target,
 whatever time the request says it was made.
@@ -38,6 +38,8 @@ class Guardrails(BaseModel):
     max_replicas: int = Field(50, ge=1, le=1000)
     """Never scale above this."""
     approval_required: list[ActionType] = Field(default_factory=list)
+    max_request_age_seconds: float = Field(900, gt=0)
+    """Older requests are not run: a new consumer group replaying the topic must not act on the past."""
     cooldown_seconds: float = Field(300, ge=0)
     breaker_max_actions: int = Field(10, ge=1)
     breaker_window_seconds: float = Field(600, gt=0)
@@ -77,6 +79,12 @@ def admit(
     if request.action_id in state.outcomes and not (approved and request.action_id in state.awaiting_approval):
         return Verdict(
             Admission.DUPLICATE, f"action {request.action_id} was already handled ({state.outcomes[request.action_id]})"
+        )
+    age = (now_ms - request.requested_at.timestamp() * 1000) / 1000
+    if age > guardrails.max_request_age_seconds and not approved:
+        limit = guardrails.max_request_age_seconds
+        return Verdict(
+            Admission.REJECTED, f"expired: requested {age:.0f}s ago, more than max_request_age_seconds ({limit:.0f})"
         )
     if reason := _outside_limits(guardrails, request):
         return Verdict(Admission.REJECTED, reason)

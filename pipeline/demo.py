@@ -1,15 +1,16 @@
 """``aiops demo``: the whole pipeline on one machine, on a simulated fleet, until Ctrl-C.
 
 Starts the local broker on 127.0.0.1:9092 (unless ``AIOPS_KAFKA_BOOTSTRAP`` names one),
-creates the topics, runs a worker with the demo policy, publishes ten minutes of history so
-the models are warm, then goes live and injects incidents. It prints what the pipeline says:
-anomalies, health changes and action requests.
+creates the topics, runs a worker with the demo policy and the gateway with the dashboard,
+publishes ten minutes of history so the models are warm, then goes live and injects incidents.
+It prints what the pipeline says: anomalies, health changes, action requests and results.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -52,6 +53,13 @@ def run_demo(settings: Settings) -> int:
         worker = _start_worker(settings)
         running.callback(_stop, worker)
         print(f"worker     pid {worker.pid}, log {settings.data_dir / 'demo-worker.log'}", flush=True)
+        settings, token = _with_operator_token(settings)
+        gateway = _start("gateway", settings)
+        running.callback(_stop, gateway)
+        url = f"http://{settings.gateway_host}:{settings.gateway_port}/"
+        print(
+            f"dashboard  {url}" + (f"  (operator token, generated for this run: {token})" if token else ""), flush=True
+        )
         print(f"policy     {settings.policy_file}", flush=True)
         try:
             asyncio.run(_simulate_and_watch(settings, worker))
@@ -61,13 +69,26 @@ def run_demo(settings: Settings) -> int:
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen:
+    return _start("worker", settings)
+
+
+def _start(command: str, settings: Settings) -> subprocess.Popen:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = (settings.data_dir / "demo-worker.log").open("ab")
+    log = (settings.data_dir / f"demo-{command}.log").open("ab")
     env = os.environ | {
         "AIOPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "AIOPS_POLICY_FILE": str(settings.policy_file),
+        "AIOPS_API_TOKENS": settings.api_tokens,
     }
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", command], env=env, stdout=log, stderr=log)
+
+
+def _with_operator_token(settings: Settings) -> tuple[Settings, str | None]:
+    """Without configured tokens nobody could act from the dashboard: make one for this run."""
+    if settings.api_tokens or settings.api_tokens_file:
+        return settings, None
+    token = secrets.token_urlsafe(18)
+    return settings.model_copy(update={"api_tokens": f"{token}:operator:demo"}), token
 
 
 def _stop(process: subprocess.Popen) -> None:

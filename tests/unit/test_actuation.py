@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -99,3 +100,12 @@ def test_state_survives_pickling_and_forgets_only_the_oldest(monkeypatch):
     for i in range(5):
         state.record(f"a{i}", "success")
     assert list(pickle.loads(pickle.dumps(state)).outcomes) == ["a2", "a3", "a4"]
+
+
+def test_requests_older_than_the_limit_are_not_run():
+    now = datetime.now(UTC)
+    old = request(requested_at=now - timedelta(hours=2))
+    verdict = admit(Guardrails(max_request_age_seconds=900), ActuatorState(), old, int(now.timestamp() * 1000))
+    assert verdict.admission is Admission.REJECTED and verdict.reason.startswith("expired: requested 7200s ago")
+    fresh = request("a2", requested_at=now - timedelta(minutes=1))
+    assert admit(Guardrails(), ActuatorState(), fresh, int(now.timestamp() * 1000)).admission is Admission.GO
