@@ -58,13 +58,14 @@ def _ensure_topics(settings: Settings) -> list[str]:
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     """Run the HTTP gateway and the operator dashboard (AIOPS_GATEWAY_HOST:AIOPS_GATEWAY_PORT)."""
+    from connectors.stores import open_store
     from pipeline.gateway.auth import TokenConfigError
     from pipeline.gateway.server import serve
 
     settings = get_settings()
     updates = {key: value for key, value in (("gateway_host", args.host), ("gateway_port", args.port)) if value}
     try:
-        serve(settings.model_copy(update=updates))
+        serve(settings.model_copy(update=updates), store=open_store(settings))
     except TokenConfigError as err:
         raise CommandError(f"bad API token settings: {err}") from None
     return 0

@@ -119,6 +119,11 @@ class ActionLogEntry(BaseModel):
     results: list[ActionResult] = Field(default_factory=list, description="Results in the order they arrived.")
 
 
+class ActionHistoryResponse(BaseModel):
+    results: list[ActionResult]
+    count: int
+
+
 class ActionLogResponse(BaseModel):
     actions: list[ActionLogEntry]
     count: int

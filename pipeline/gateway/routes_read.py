@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pipeline.gateway import deps
 from pipeline.gateway.auth import require_viewer
 from pipeline.gateway.models import (
+    ActionHistoryResponse,
     ActionLogResponse,
     AnomaliesResponse,
     RecentMetricsResponse,
@@ -36,38 +38,59 @@ async def services(state: State) -> dict[str, Any]:
     return {"services": views, "count": len(views)}
 
 
-@router.get("/anomalies", response_model=AnomaliesResponse, tags=["anomalies"])
-@router.get("/anomalies/recent", response_model=AnomaliesResponse, tags=["anomalies"])
-async def anomalies(state: State, limit: Limit = 50, service_name: ServiceFilter = None) -> dict[str, Any]:
-    """Recent anomalies, newest first (the gateway keeps the last 1000)."""
-    found = state.recent_anomalies(limit, service_name)
+StoreDep = Annotated[Any, Depends(deps.store)]
+STORE_ERRORS = {502: {"description": "The store refused the query."}, 503: {"description": "No store, or down."}}
+
+
+@router.get("/anomalies", response_model=AnomaliesResponse, responses=STORE_ERRORS, tags=["anomalies"])
+@router.get("/anomalies/recent", response_model=AnomaliesResponse, responses=STORE_ERRORS, tags=["anomalies"])
+async def anomalies(
+    state: State,
+    store: StoreDep,
+    limit: Limit = 50,
+    service_name: ServiceFilter = None,
+    start: Annotated[datetime | None, Query(description="From this time (inclusive); reads the store.")] = None,
+    end: Annotated[datetime | None, Query(description="Until this time (exclusive); reads the store.")] = None,
+) -> dict[str, Any]:
+    """Anomalies, newest first: the last 1000 the gateway saw, or any time range from the store."""
+    if start is None and end is None:
+        found = state.recent_anomalies(limit, service_name)
+    else:
+        found = await _query(store, "anomaly history", "anomalies", start, end, service_name, limit)
     return {"anomalies": found, "count": len(found)}
 
 
-@router.get(
-    "/metrics/recent",
-    response_model=RecentMetricsResponse,
-    responses={502: {"description": "The store refused the query."}, 503: {"description": "No store, or down."}},
-    tags=["metrics"],
-)
-async def recent_metrics(
-    store: Annotated[Any, Depends(deps.store)],
-    service_name: ServiceFilter = None,
-    limit: Limit = 100,
-    metric_name: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-) -> dict[str, Any]:
-    """Raw samples from the store, newest first; 503 when the gateway runs without a store."""
+@router.get("/actions/history", response_model=ActionHistoryResponse, responses=STORE_ERRORS, tags=["actions"])
+async def action_history(store: StoreDep, limit: Limit = 100, service_name: ServiceFilter = None) -> dict[str, Any]:
+    """Every recorded action result, newest first, from the store (older than what the gateway keeps)."""
+    results = await _query(store, "the action history", "action_log", limit, service_name)
+    return {"results": results, "count": len(results)}
+
+
+async def _query(store: Any, what: str, method: str, *args: Any) -> list[Any]:
+    """Run a store query in a thread; a missing or failing store becomes a 503/502 saying so."""
     if store is None:
-        raise HTTPException(503, "no store configured: raw metric history needs the gateway to run with a store")
+        raise HTTPException(503, f"no store configured: {what} needs the gateway to run with a store")
     from pipeline.store import StoreError
 
     try:
-        samples = await asyncio.to_thread(store.recent_metrics, service_name, limit, metric_name)
+        return await asyncio.to_thread(getattr(store, method), *args)
     except StoreError as err:
         log.warning("store query failed", extra={"error": err.message, "retryable": err.retryable})
         if err.retryable:
             raise HTTPException(503, f"the store is unavailable ({err.message}): retry later") from None
         raise HTTPException(502, f"the store refused the query: {err.message}") from None
+
+
+@router.get("/metrics/recent", response_model=RecentMetricsResponse, responses=STORE_ERRORS, tags=["metrics"])
+async def recent_metrics(
+    store: StoreDep,
+    service_name: ServiceFilter = None,
+    limit: Limit = 100,
+    metric_name: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+) -> dict[str, Any]:
+    """Raw samples from the store, newest first; 503 when the gateway runs without a store."""
+    samples = await _query(store, "raw metric history", "recent_metrics", service_name, limit, metric_name)
     return {"metrics": samples, "count": len(samples)}
 
 

@@ -17,10 +17,10 @@ from pipeline.config import Settings, get_settings
 from pipeline.gateway.app import create_app
 
 
-def serve(settings: Settings | None = None) -> None:
-    """Run the gateway on ``gateway_host:gateway_port`` until interrupted."""
+def serve(settings: Settings | None = None, store: Any | None = None) -> None:
+    """Run the gateway on ``gateway_host:gateway_port`` until interrupted; history comes from ``store``."""
     settings = settings or get_settings()
-    app = create_app(settings)
+    app = create_app(settings, store=store)
     # Live streams never end by themselves: give them a few seconds to close on shutdown, then cut them.
     uvicorn.run(
         app,
