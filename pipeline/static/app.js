@@ -600,6 +600,13 @@ async function decide(entry, approve) {
 // start
 
 function setupToken() {
+  // A link like /#token=... (what `make demo` prints) carries a token; the fragment never reaches
+  // the server, and it is dropped from the address bar once saved.
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromLink) {
+    localStorage.setItem(TOKEN_KEY, fromLink);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
   const form = document.getElementById("token-form");
   const input = document.getElementById("token-input");
   input.value = token();
