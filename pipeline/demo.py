@@ -57,9 +57,8 @@ def run_demo(settings: Settings) -> int:
         gateway = _start("gateway", settings)
         running.callback(_stop, gateway)
         url = f"http://{settings.gateway_host}:{settings.gateway_port}/"
-        print(
-            f"dashboard  {url}" + (f"  (operator token, generated for this run: {token})" if token else ""), flush=True
-        )
+        link = f"{url}#token={token}" if token else url
+        print(f"dashboard  {link}" + ("  (with an operator token made for this run)" if token else ""), flush=True)
         print(f"policy     {settings.policy_file}", flush=True)
         try:
             asyncio.run(_simulate_and_watch(settings, worker))
