@@ -42,7 +42,7 @@ class Actions:
         await produce(self.bootstrap, topics.ACTION_REQUESTS.name, [(self.service.encode(), raw)])
 
     async def decide(self, action_id: str, approve: bool) -> None:
-        decision = {"action_id": action_id, "approve": approve, "decided_by": "operator:alice"}
+        decision = {"action_id": action_id, "approve": approve, "decided_by": "operator:oncall"}
         await produce(
             self.bootstrap, topics.ACTION_APPROVALS.name, [(self.service.encode(), json.dumps(decision).encode())]
         )
@@ -153,6 +153,6 @@ async def test_dry_run_changes_nothing_and_approval_gates_scaling(kafka_bootstra
         ("d-3", ActionStatus.IN_PROGRESS),
         ("d-3", ActionStatus.DRY_RUN),
     ]
-    assert results[4].message == "approved by operator:alice"
+    assert results[4].message == "approved by operator:oncall"
     assert kube.writes() == []
     assert kube.deployment(NS, service)["spec"]["replicas"] == 2
