@@ -50,7 +50,7 @@ def run_demo(settings: Settings) -> int:
         settings = settings.model_copy(update={"policy_file": settings.policy_file or DEMO_POLICY})
         print(f"kafka      {settings.kafka_bootstrap}", flush=True)
         asyncio.run(topics.ensure_topics(settings))
-        worker = _start_worker(settings)
+        worker = _start("worker", settings)
         running.callback(_stop, worker)
         print(f"worker     pid {worker.pid}, log {settings.data_dir / 'demo-worker.log'}", flush=True)
         settings, token = _with_operator_token(settings)
@@ -65,10 +65,6 @@ def run_demo(settings: Settings) -> int:
         except KeyboardInterrupt:
             print("\nstopping", flush=True)
     return 0
-
-
-def _start_worker(settings: Settings) -> subprocess.Popen:
-    return _start("worker", settings)
 
 
 def _start(command: str, settings: Settings) -> subprocess.Popen:
