@@ -32,6 +32,10 @@ app = faust.App(
     # Standby replicas of tables make Faust's recovery hang on some rebalances; a worker taking
     # over a partition rebuilds its state from the changelog instead.
     table_standby_replicas=0,
+    # Waiting for in-flight events at a rebalance deadlocks with batching agents (their buffered
+    # events are never acked while the flow is suspended). Every stage is idempotent, so events
+    # of a revoked partition are simply processed again by the partition's new owner.
+    stream_wait_empty=False,
     broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 3,
     consumer_auto_offset_reset="earliest",
     web_enabled=False,

@@ -23,17 +23,16 @@ real raw scores are far heavier than normal ones, and a whole healthy simulated 
 below 0.8. A scorer that is nearly always 0 (novelty) would look infinitely surprising at its first
 non-zero value, so each scorer's spread has a floor (``raw_sd_floors``): the first sight of a
 harmless new shape, such as the first day of a daily cycle, does not page anyone.
-A value more than ``extreme_z`` standard deviations out scores at least 0.9 at once, because
-the averaging that protects against noise would otherwise dilute one huge spike. A value that
-leaves the range seen so far by more than ``range_margin`` of its width scores at least
-``range_floor``: a new extreme is worth a look (it starts a rest, below) but, on its own, not a
-page, since a slowly growing series sets new highs all the time.
+A value that leaves the range seen so far by more than ``range_margin`` of its width scores at
+least ``range_floor``: a new extreme is worth a look (it starts a rest, below) but, on its own,
+not a page, since a slowly growing series sets new highs all the time. If it is also more than
+``extreme_z`` standard deviations out it scores at least 0.9 at once, because the averaging
+that protects against noise would otherwise dilute one huge spike. A huge value inside the
+range does not: a series whose spikes are its normal life would page at every spike.
 
 Once a score reaches ``alert_level`` the detector rests for ``rest_points`` points, scaling its
 scores down: one incident stands out once rather than as a burst while the model catches up
-with the new situation. A rest that began below ``report_level`` (the pipeline's
-anomaly threshold) does not hide a later score at or above it, which restarts the rest: an
-incident that gets worse is still reported once.
+with the new situation.
 
 Everything is O(1) per point in plain Python (a numpy call per point would cost more than all
 of this), and the state is bounded: fixed-size deques, a few floats and a context table that is
@@ -44,6 +43,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+
+import numpy as np
 
 _LN10 = math.log(10.0)
 _SQRT2 = math.sqrt(2.0)
@@ -100,7 +101,7 @@ class NabEnsemble:
 
     def __init__(
         self,
-        weights: tuple[float, float, float] = (1.0, 0.5, 0.5),
+        weights: tuple[float, float, float, float] = (1.0, 0.5, 0.5, 0.5),
         bins: int = 8,
         max_order: int = 5,
         table_size: int = 4096,
@@ -111,14 +112,22 @@ class NabEnsemble:
         min_history: int = 150,
         decades: float = 2.0,
         alert_level: float = 0.67,
-        report_level: float = 0.9,
         rest_points: int = 30,
         rest_damping: float = 0.5,
-        extreme_z: float = 10.0,
         range_margin: float = 0.02,
         range_floor: float = 0.74,
+        extreme_z: float = 10.0,
         agreement: float = 0.25,
-        raw_sd_floors: tuple[float, float, float] = (0.01, 0.05, 0.01),
+        raw_sd_floors: tuple[float, float, float, float] = (0.01, 0.05, 0.01, 0.05),
+        season_buffer: int = 1600,
+        season_every: int = 200,
+        season_min_acf: float = 0.5,
+        season_window: int = 10,
+        season_start: int = 600,
+        season_warmup: int = 50,
+        season_min_lag: int = 30,
+        repeat_weight: float = 0.0,
+        repeat_horizon: int = 1000,
     ) -> None:
         self.weights = weights
         self.bins = bins
@@ -128,12 +137,11 @@ class NabEnsemble:
         self.agreement = agreement
         self.raw_sd_floors = raw_sd_floors
         self.alert_level = alert_level
-        self.report_level = report_level
         self.rest_points = rest_points
         self.rest_damping = rest_damping
-        self.extreme_z = extreme_z
         self.range_margin = range_margin
         self.range_floor = range_floor
+        self.extreme_z = extreme_z
         self.level = _EW(slow_alpha)
         self.fast = _EW(0.1)
         self.recent: deque[float] = deque(maxlen=short_window)
@@ -143,9 +151,21 @@ class NabEnsemble:
         self.high = -math.inf
         self.raw_recent = [deque[float](maxlen=raw_window) for _ in weights]
         self.raw_stats = [_EW(history_alpha) for _ in weights]
+        self.season_every = season_every
+        self.season_min_acf = season_min_acf
+        self.season_start = season_start
+        self.season_warmup = season_warmup
+        self.season_min_lag = season_min_lag
+        self.repeat_weight = repeat_weight
+        self.repeat_decay = 1.0 - 1.0 / repeat_horizon
+        self.recent_alerts = 0.0
+        self.history = [0.0] * season_buffer
+        self.period = 0
+        self.lag_diffs: deque[tuple[float, ...]] = deque(maxlen=season_window)
+        self.lag_sums = [0.0, 0.0]
+        self.lag_scale = _EW(0.01)
         self.seen = 0
         self.resting = 0
-        self.rest_peak = 0.0
         self._pending: tuple[float, tuple[float, ...], list[tuple[int, ...]], float] | None = None
 
     # -- the scorers --------------------------------------------------------------------------------------------
@@ -191,6 +211,54 @@ class NabEnsemble:
             return 0.0
         return _squash(max(ratio, 1.0 / ratio) - 1.0, 4.0)
 
+    def _lag_diffs(self, x: float) -> tuple[float, ...]:
+        """``x`` minus the values one and two periods ago (nothing without a period)."""
+        p = self.period
+        if not p:
+            return ()
+        h = self.history
+        n = len(h)
+        return x - h[(self.seen - p) % n], x - h[(self.seen - 2 * p) % n]
+
+    def _seasonal(self, diffs: tuple[float, ...]) -> float | None:
+        """How far the last few values differ from the same stretch of both previous cycles."""
+        if not diffs or self.lag_scale.n < self.season_warmup:
+            return None
+        sums = self.lag_sums
+        gap = min(abs(sums[0] + diffs[0]), abs(sums[1] + diffs[1])) / (len(self.lag_diffs) + 1)
+        return _squash(gap / max(self.lag_scale.mean, 1e-9), 6.0)
+
+    def _find_period(self) -> None:
+        """The lag of the first strong autocorrelation peak past the first zero, or 0 if none is strong."""
+        h = self.history
+        n = min(self.seen, len(h))
+        i = self.seen % len(h)
+        y = np.array((h[i:] + h[:i])[-n:], dtype=float)
+        y -= y.mean()
+        f = np.fft.rfft(y, 2 * n)
+        m = n // 3
+        acf = np.fft.irfft(f * np.conj(f))[:m]
+        period = 0
+        if acf[0] > 0:
+            acf = acf / acf[0] * n / (n - np.arange(m))
+            below = np.flatnonzero(acf < 0)
+            start = max(int(below[0]), self.season_min_lag) if len(below) else m
+            if start < m:
+                tail = acf[start:]
+                best = tail.max()
+                if best >= self.season_min_acf:
+                    # the first near-best peak, not a multiple of it; keep the current one while it holds
+                    period = start + int(np.flatnonzero(tail >= 0.9 * best)[0])
+                    while period + 1 < m and acf[period + 1] > acf[period]:
+                        period += 1
+                    if 0 < self.period < m and acf[self.period] >= 0.9 * best:
+                        period = self.period
+        if period != self.period:
+            self.period = period
+            self.lag_diffs.clear()
+            self.lag_sums = [0.0, 0.0]
+            self.lag_scale = _EW(self.lag_scale.alpha)
+
     # -- the calibration ----------------------------------------------------------------------------------------
     def _likelihood(self, raws: tuple[float, ...]) -> float:
         """Weighted decades of tail probability: the most improbable scorer, plus a little of the others.
@@ -202,7 +270,7 @@ class NabEnsemble:
         for weight, floor, raw, recent, stats_k in zip(
             self.weights, self.raw_sd_floors, raws, self.raw_recent, self.raw_stats, strict=True
         ):
-            if not weight or stats_k.n < self.min_history:
+            if not weight or raw is None or stats_k.n < self.min_history:
                 continue
             avg = (sum(recent) + raw) / (len(recent) + 1)
             z = (avg - stats_k.mean) / max(math.sqrt(stats_k.var), floor)
@@ -216,23 +284,23 @@ class NabEnsemble:
         """Raw scores, contexts and undamped score of ``x``: shared by ``score_one`` and ``learn_one``."""
         keys = self._contexts_of(x)
         if self.seen < 2:
-            return (0.0, 0.0, 0.0), keys, 0.0
+            return (0.0, 0.0, 0.0, None), keys, 0.0
         spread = self._spread()
         w = self.weights
         raws = (
             self._deviation(x, spread) if w[0] else 0.0,
             self._novelty(keys) if w[1] else 0.0,
             self._volatility(x, spread) if w[2] else 0.0,
+            self._seasonal(self._lag_diffs(x)) if w[3] else None,
         )
         decades = self._likelihood(raws)
-        score = decades / (decades + self.decades)
+        score = decades / (decades + self.decades * (1.0 + self.repeat_weight * self.recent_alerts))
         if self.seen >= self.min_history:
-            z = abs(x - self.level.mean) / spread
-            if self.extreme_z and z >= self.extreme_z:
-                score = max(score, 1.0 - 0.1 * self.extreme_z / z)
             margin = self.range_margin * (self.high - self.low)
             if x > self.high + margin or x < self.low - margin:
-                score = max(score, self.range_floor)
+                z = abs(x - self.level.mean) / spread
+                floor = 1.0 - 0.1 * self.extreme_z / z if z >= self.extreme_z else self.range_floor
+                score = max(score, floor)
         return raws, keys, score
 
     # -- the River-style interface ------------------------------------------------------------------------------
@@ -242,11 +310,7 @@ class NabEnsemble:
     def score_one(self, x: float) -> float:
         raws, keys, score = self._evaluate(x)
         self._pending = (x, raws, keys, score)
-        return score * self.rest_damping if self.resting > 0 and not self._escalates(score) else score
-
-    def _escalates(self, score: float) -> bool:
-        """True for a score that reaches the report level while the rest began below it."""
-        return score >= self.report_level > self.rest_peak
+        return score * self.rest_damping if self.resting > 0 else score
 
     def learn_one(self, x: float) -> None:
         pending = self._pending
@@ -255,12 +319,14 @@ class NabEnsemble:
             _, raws, keys, score = pending
         else:
             raws, keys, score = self._evaluate(x)
-        if score >= self.alert_level and (self.resting <= 0 or self._escalates(score)):
+        if score >= self.alert_level and self.resting <= 0:
             self.resting = self.rest_points
-            self.rest_peak = score
+            self.recent_alerts += 1.0
         elif self.resting > 0:
             self.resting -= 1
         for raw, recent, stats_k in zip(raws, self.raw_recent, self.raw_stats, strict=True):
+            if raw is None:
+                continue
             stats_k.update((sum(recent) + raw) / (len(recent) + 1))
             recent.append(raw)
         contexts = self.contexts
@@ -268,6 +334,7 @@ class NabEnsemble:
             contexts[key] = contexts.get(key, 0) + 1
         if len(contexts) > self.table_size:
             self._prune()
+        self.recent_alerts *= self.repeat_decay
         self.level.update(x)
         self.fast.update(x)
         self.recent.append(x)
@@ -276,7 +343,21 @@ class NabEnsemble:
         if x > self.high:
             self.high = x
         self.codes.append(self._code(x))
+        if self.period:
+            diffs = self._lag_diffs(x)
+            lag_diffs, sums = self.lag_diffs, self.lag_sums
+            if len(lag_diffs) == lag_diffs.maxlen:
+                old = lag_diffs[0]
+                sums[0] -= old[0]
+                sums[1] -= old[1]
+            lag_diffs.append(diffs)
+            sums[0] += diffs[0]
+            sums[1] += diffs[1]
+            self.lag_scale.update(min(abs(diffs[0]), abs(diffs[1])))
+        self.history[self.seen % len(self.history)] = x
         self.seen += 1
+        if self.seen >= self.season_start and self.seen % self.season_every == 0:
+            self._find_period()
 
     def _prune(self) -> None:
         """Keeps what recurs: drops sequences seen once and halves the other counts."""

@@ -52,8 +52,8 @@ class Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+    def output(self, last_chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-last_chars:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.alive():

@@ -20,3 +20,5 @@ def workers(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerGroup]:
     group = WorkerGroup(kafka_bootstrap, tmp_path)
     yield group
     group.stop_all()
+    for worker in group.workers:  # pytest shows this only when the test failed
+        print(f"--- {worker.log_path.name} (exit {worker.process.returncode}) ---\n{worker.output(20_000)}")

@@ -1,0 +1,179 @@
+"""The pipeline's tumbling-window mean written with Quix Streams instead: what a user might pick instead of us.
+
+    .venv/bin/python -m bench.quix_window [--samples 200000] [--services 200] [--batch 500]
+
+Needs the ``quixstreams`` package (``.venv/bin/pip install quixstreams``). Measured: one Quix
+Streams application in a subprocess, from its start (imports, topic creation, group join
+included) until every sample has gone through its window step, and that process's CPU seconds
+(all threads, librdkafka's too, read from /proc like ``bench.throughput.cpu_seconds``).
+
+Why the comparison is fair: the input is the same, records published by ``bench.throughput.publish``
+(``{"metrics": [sample, ...]}`` batches keyed by service on ``aiops.metrics``), read from the
+earliest offset by a fresh consumer group; the windows are the same, 10 s tumbling windows in event
+time per (service, metric) series, closed per series 5 s after their end (the pipeline's
+``WindowSpec``), emitted once final to an output topic; and the application is written as Quix's
+documentation writes one: JSON deserializer, ``apply(expand=True)``, ``set_timestamp``,
+``group_by`` (a repartition topic through Kafka) and ``tumbling_window(...).agg(...).final()``,
+with Quix's default RocksDB state and changelog topics. It does less than the pipeline per
+sample: no schema validation, no dead-letter topic, no replay deduplication, only mean and count.
+Completion: the application counts the samples its window took in (``after_update``) or dropped as
+late (``on_late``) and writes the count to a file; the parent polls that file until it equals the
+number published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.throughput import cpu_seconds, machine, publish
+from pipeline import topics
+from pipeline.config import Settings
+from pipeline.windows import WindowSpec
+from schemas import STANDARD_METRICS
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRESS_EVERY = 20_000
+"""Samples between two writes of the progress file (and one write when the count is complete)."""
+
+
+def serve(bootstrap: str, group: str, expected: str, workdir: str) -> None:
+    """The Quix Streams application (runs in the subprocess until terminated)."""
+    from quixstreams import Application
+    from quixstreams.dataframe.windows import Count, Mean
+
+    spec = WindowSpec()
+    progress = Path(workdir) / "progress"
+    target = int(expected)
+    seen = {"aggregated": 0, "late": 0, "windows": 0, "window_samples": 0}
+
+    def report() -> None:
+        tmp = progress.with_suffix(".tmp")
+        tmp.write_text(" ".join(str(seen[name]) for name in ("aggregated", "late", "windows", "window_samples")))
+        os.replace(tmp, progress)
+
+    def processed() -> None:
+        done = seen["aggregated"] + seen["late"]
+        if done % PROGRESS_EVERY == 0 or done == target:
+            report()
+
+    def after_update(aggregated: Any, value: Any, key: Any, timestamp_ms: int, headers: Any) -> bool:
+        seen["aggregated"] += 1
+        processed()
+        return False  # never closes a window early: this hook only counts
+
+    def on_late(value: Any, key: Any, timestamp_ms: int, late_by_ms: int, start: int, end: int, *_: Any) -> bool:
+        seen["late"] += 1
+        processed()
+        return False  # counted instead of logged
+
+    def emitted(window: dict[str, Any]) -> None:
+        seen["windows"] += 1
+        seen["window_samples"] += window["count"]
+
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=group,
+        auto_offset_reset="earliest",
+        state_dir=Path(workdir) / "state",
+        loglevel="WARNING",
+    )
+    metrics = app.topic(topics.METRICS.name, value_deserializer="json")
+    output = app.topic(f"bench.quix.windows-{group}", value_serializer="json")
+
+    sdf = app.dataframe(metrics)
+    sdf = sdf.apply(lambda batch: batch["metrics"], expand=True)
+    sdf = sdf.set_timestamp(lambda sample, *_: int(datetime.fromisoformat(sample["timestamp"]).timestamp() * 1000))
+    sdf = sdf.group_by(lambda sample: f"{sample['service_name']}/{sample['metric_name']}", name="series")
+    sdf = sdf.tumbling_window(
+        duration_ms=spec.size_ms, grace_ms=spec.lateness_ms, on_late=on_late, after_update=after_update
+    )
+    sdf = sdf.agg(mean=Mean("value"), count=Count()).final()
+    sdf = sdf.update(emitted)
+    sdf.to_topic(output)
+    app.run()
+
+
+def read_progress(path: Path) -> list[int]:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return [int(field) for field in path.read_text().split()]
+    return [0, 0, 0, 0]
+
+
+def run_quix_window_mean(
+    bootstrap: str, expected_samples: int, workdir: Path, timeout: float = 3600
+) -> tuple[float, float, int]:
+    """Seconds from the application's start until it processed every sample, its CPU seconds, samples counted."""
+    group = f"bench-quix-{uuid.uuid4().hex[:6]}"
+    progress = workdir / "progress"
+    log_path = workdir / "quix.log"
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from bench.quix_window import serve; serve(*sys.argv[1:])",
+        bootstrap,
+        group,
+        str(expected_samples),
+        str(workdir),
+    ]
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        app = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                aggregated, late, windows, window_samples = read_progress(progress)
+                counted = aggregated + late
+                if counted >= expected_samples:
+                    elapsed, cpu = time.perf_counter() - started, cpu_seconds(app.pid)
+                    break
+                if app.poll() is not None or time.monotonic() > deadline:
+                    why = f"exited with {app.returncode}" if app.returncode is not None else f"timed out ({timeout:.0f}s)"
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"Quix app {why} at {counted:,}/{expected_samples:,} samples:\n{tail}")
+                time.sleep(0.05)
+        finally:
+            app.terminate()
+            try:
+                app.wait(60)
+            except subprocess.TimeoutExpired:
+                app.kill()
+                app.wait(10)
+    if late:
+        print(f"warning: {late:,} samples arrived after their window closed and were dropped", file=sys.stderr)
+    print(f"quix: {windows:,} final windows emitted holding {window_samples:,} samples (the last ones stay open)")
+    return elapsed, cpu, counted
+
+
+async def main(args: argparse.Namespace) -> None:
+    from connectors.kafka_local import LocalKafka
+
+    with LocalKafka() as kafka, tempfile.TemporaryDirectory(prefix="aiops-bench-quix-") as workdir:
+        await topics.ensure_topics(Settings(kafka_bootstrap=kafka.bootstrap))
+        sent = await publish(kafka.bootstrap, args.samples, args.services, args.batch)
+        seconds, cpu, counted = await asyncio.to_thread(run_quix_window_mean, kafka.bootstrap, sent, Path(workdir))
+    from importlib.metadata import version
+
+    print(f"\n{sent:,} samples, {args.services * len(STANDARD_METRICS):,} series, {args.batch} samples per record")
+    print(f"machine: {machine()}\n")
+    print("| consumer | samples/s | CPU s per million samples |\n| --- | ---: | ---: |")
+    print(f"| Quix Streams {version('quixstreams')} window mean | {counted / seconds:,.0f} | {cpu / counted * 1e6:.1f} |")
+    print("\n(time includes the application's start-up, as the pipeline's does)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=200_000)
+    parser.add_argument("--services", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=500)
+    asyncio.run(main(parser.parse_args()))
