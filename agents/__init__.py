@@ -1,12 +1,24 @@
-"""Thin Faust agents: decode a record, call the core, emit. Importing this package registers them.
+"""Thin Faust agents: decode a record, call the core, emit. :func:`register` puts them on the app.
 
-aiops.metrics ─ingest─► aiops.metrics.samples ─windows─► aiops.windows ─detect─► aiops.anomalies
-                                                                           └───► aiops.service-health
+aiops.metrics ─ingest─► aiops.metrics.samples ─detect─┬─► aiops.windows (closed windows, judged at once:)
+                                                      ├─► aiops.anomalies
+                                                      └─► aiops.service-health
 aiops.anomalies ─policy─► aiops.actions.requests (held-back requests: aiops.actions.results)
 aiops.actions.requests + aiops.actions.approvals ─actuate─► GKE / Cloud Run, aiops.actions.results
 aiops.metrics.samples + aiops.anomalies + aiops.actions.results ─sink─► the store (SQLite or BigQuery)
 """
 
-from agents import actuate, detect, ingest, policy, sink, windows
+from __future__ import annotations
 
-__all__ = ["actuate", "detect", "ingest", "policy", "sink", "windows"]
+import importlib
+
+AGENTS = ("ingest", "detect", "policy", "actuate", "sink")
+
+
+def register(names: list[str]) -> None:
+    """Import the agent modules ``names`` (of :data:`AGENTS`), which registers their agents on the app."""
+    unknown = sorted(set(names) - set(AGENTS))
+    if unknown:
+        raise ValueError(f"unknown agent(s) {', '.join(unknown)}: choose from {', '.join(AGENTS)}")
+    for name in names:
+        importlib.import_module(f"agents.{name}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from faust.types import EventT, TopicT
 from pydantic import BaseModel
@@ -14,6 +14,14 @@ from pipeline.app import dead_letter_topic
 from schemas import DeadLetter, DecodeError, decode, encode
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class ServiceEvent(Protocol):
+    """An event of :mod:`schemas` about one service: its records are keyed by the service."""
+
+    service_name: str
+
+    def model_dump_json(self) -> str: ...
 
 log = logging.getLogger("aiops.agents")
 
@@ -41,11 +49,11 @@ async def dead_letter(event: EventT, payload: bytes, reason: str) -> None:
     )
 
 
-async def send_delivered(topic: TopicT, events: Iterable[tuple[str, BaseModel]]) -> None:
-    """Send ``(service, event)`` pairs and wait for the broker's acks.
+async def send_delivered(topic: TopicT, events: Iterable[ServiceEvent]) -> None:
+    """Send events keyed by their service and wait for the broker's acks.
 
     State that says "emitted" is written only after this returns, so a crash can repeat an
     event (consumers deduplicate by id) but never lose one.
     """
-    pending = [await topic.send(key=service.encode(), value=encode(event)) for service, event in events]
+    pending = [await topic.send(key=event.service_name.encode(), value=encode(event)) for event in events]
     await asyncio.gather(*pending)

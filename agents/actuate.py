@@ -70,4 +70,4 @@ async def carry_out(request: ActionRequest, now: datetime) -> ActionResult:
 
 
 async def _publish(results: list[ActionResult]) -> None:
-    await send_delivered(action_results_topic, [(result.service_name, result) for result in results])
+    await send_delivered(action_results_topic, results)

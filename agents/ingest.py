@@ -1,9 +1,10 @@
-"""``aiops.metrics`` → valid samples on ``aiops.metrics.samples`` (a batch per service), the rest dead-lettered."""
+"""``aiops.metrics`` → valid samples on ``aiops.metrics.samples`` (a batch per partition), the rest dead-lettered."""
 
 from __future__ import annotations
 
 from agents._emit import ORIGIN_HEADER, dead_letter
-from pipeline.app import app, metric_samples_topic, metrics_topic
+from pipeline import topics
+from pipeline.app import app, metric_samples_topic, metrics_topic, settings
 from pipeline.ingest import parse_metrics_record
 from pipeline.windows import Origin
 from schemas import encode
@@ -15,9 +16,9 @@ async def ingest_metrics(stream):
         message = event.message
         origin = Origin.of(message.topic, message.partition, message.offset)
         result = parse_metrics_record(event.value)
-        for service, batch in result.by_service().items():
+        for partition, batch in result.by_partition(topics.METRIC_SAMPLES.partitions(settings)).items():
             await metric_samples_topic.send(
-                key=service.encode(), value=encode(batch), headers={ORIGIN_HEADER: origin.header()}
+                partition=partition, value=encode(batch), headers={ORIGIN_HEADER: origin.header()}
             )
         for rejection in result.rejected:
             await dead_letter(event, rejection.payload, rejection.reason)

@@ -20,5 +20,5 @@ async def plan_actions(stream):
         state = policy_states.get(STATE_KEY) or PolicyState()
         for decision in decide(policy_config, state, anomaly, offset=event.message.offset):
             topic = action_requests_topic if isinstance(decision, ActionRequest) else action_results_topic
-            await send_delivered(topic, [(decision.service_name, decision)])
+            await send_delivered(topic, [decision])
         policy_states[STATE_KEY] = state

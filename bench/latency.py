@@ -390,7 +390,7 @@ class Watcher:
         """Wait until this consumer has read both topics up to their current end."""
         ends = await end_offsets(self.bootstrap, list(self.start))
         deadline = time.monotonic() + timeout
-        while any(await self.consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read aiops.windows and aiops.anomalies to their end in {timeout:.0f}s")
             await asyncio.sleep(0.2)

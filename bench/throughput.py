@@ -93,7 +93,7 @@ async def pipeline(bootstrap: str, workdir: Path) -> tuple[float, float]:
     started = time.perf_counter()
     worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
     try:
-        stages = [topics.METRICS.name, topics.METRIC_SAMPLES.name, topics.WINDOWS.name]
+        stages = [topics.METRICS.name, topics.METRIC_SAMPLES.name]
         await wait_until_drained(bootstrap, app_id, stages, timeout=3600)
         return time.perf_counter() - started, cpu_seconds(worker.pid)
     finally:

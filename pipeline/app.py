@@ -10,7 +10,6 @@ import pickle
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from pipeline import topics
 from pipeline.config import get_settings
@@ -62,7 +61,7 @@ class _KeyPartitionedTable(faust.Table):
     asks the producer for topic metadata, which it may not have yet right after start-up."""
 
     def partition_for_key(self, key: Any) -> int:
-        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return topics.partition_for(key, self.partitions)
 
 
 class StateTable:
@@ -109,7 +108,6 @@ sink_inbox = app.topic(
     topics.METRIC_SAMPLES.name, topics.ANOMALIES.name, topics.ACTION_RESULTS.name, key_type=bytes, value_type=bytes
 )
 
-window_states = StateTable("windows", topics.METRIC_SAMPLES)
-detection_states = StateTable("detection", topics.WINDOWS)
+service_states = StateTable("services", topics.METRIC_SAMPLES)
 policy_states = StateTable("policy", topics.ANOMALIES)
 actuator_states = StateTable("actuator", topics.ACTION_REQUESTS)

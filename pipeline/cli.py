@@ -23,10 +23,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     try:
-        import agents  # noqa: F401  (importing registers the agents on the app)
+        import agents
         from pipeline.app import app
+
+        agents.register([name.strip() for name in settings.worker_agents.split(",") if name.strip()])
     except PolicyFileError as err:
         raise CommandError(f"bad policy file: {err}") from None
+    except ValueError as err:
+        raise CommandError(f"AIOPS_WORKER_AGENTS: {err}") from None
     _ensure_topics(settings)
     # Faust builds its own event loop from the current one: give it a fresh loop.
     asyncio.set_event_loop(asyncio.new_event_loop())

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1, le=16, description="Replication factor of topics when created.")
     metrics_retention_hours: int = Field(72, ge=1, description="Retention of raw metric and internal topics.")
     events_retention_hours: int = Field(24 * 14, ge=1, description="Retention of anomaly, action and DLQ topics.")
+    worker_agents: str = Field(
+        "ingest,detect,policy,actuate,sink",
+        description="Agents a worker runs, comma separated. A worker that runs only `sink` (with its own "
+        "AIOPS_APP_ID) scales the store writes apart from the stream.",
+    )
     batch_max_records: int = Field(2000, ge=1, le=100_000, description="Records an agent takes in one batch at most.")
     batch_max_seconds: float = Field(
         0.2, gt=0, le=10, description="How long an agent waits to fill a batch: bounds the added latency."

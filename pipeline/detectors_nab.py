@@ -101,7 +101,7 @@ class NabEnsemble:
 
     def __init__(
         self,
-        weights: tuple[float, float, float, float] = (1.0, 0.5, 0.5, 0.5),
+        weights: tuple[float, float, float, float] = (1.0, 0.3, 0.5, 0.5),
         bins: int = 8,
         max_order: int = 5,
         table_size: int = 4096,
@@ -116,7 +116,7 @@ class NabEnsemble:
         rest_damping: float = 0.5,
         range_margin: float = 0.02,
         range_floor: float = 0.74,
-        extreme_z: float = 10.0,
+        extreme_z: float = 5.0,
         agreement: float = 0.25,
         raw_sd_floors: tuple[float, float, float, float] = (0.01, 0.05, 0.01, 0.05),
         season_buffer: int = 1600,

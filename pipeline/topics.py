@@ -1,13 +1,17 @@
 """Every Kafka topic of the pipeline and how it is created: the one place that says so.
 
 All topics are keyed by service name, so one service's events stay on one partition, in order,
-and on one worker.
+and on one worker. The internal samples topic is the exception that keeps the rule: its records
+carry the samples of every service of one partition, put there explicitly by
+:func:`partition_for`, which is Kafka's default partitioner for a key.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+
+from aiokafka.partitioner import murmur2
 
 from pipeline.config import Settings
 
@@ -44,7 +48,9 @@ METRICS = TopicSpec(
     "aiops.metrics", "Raw metric samples from producers: one sample or a batch per record.", retention="metrics"
 )
 METRIC_SAMPLES = TopicSpec(
-    "aiops.metrics.samples", "Validated samples, a batch of one service per record (internal).", retention="metrics"
+    "aiops.metrics.samples",
+    "Validated samples, a batch per record of the services of one partition (internal).",
+    retention="metrics",
 )
 METRICS_DLQ = TopicSpec("aiops.metrics.dlq", "Records that failed validation, with the reason.")
 WINDOWS = TopicSpec("aiops.windows", "Closed window aggregates per (service, metric).", retention="metrics")
@@ -65,6 +71,11 @@ ACTION_APPROVALS = TopicSpec(
 ACTION_RESULTS = TopicSpec(
     "aiops.actions.results", "One or more results for every action request.", single_partition=True
 )
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives a record with this key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     METRICS,

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from pipeline import topics
-from schemas import DeadLetter, MetricBatch, decode
+from schemas import DeadLetter, MetricBatch, MetricSample, decode
 from tests.support import consume_until, produce
 
 pytestmark = pytest.mark.integration
@@ -49,13 +49,17 @@ async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka
     # Sent after the bad records on the same partition: once it is out, the worker got past them.
     await produce(kafka_bootstrap, topics.METRICS.name, [(key, json.dumps(sentinel).encode())])
 
+    def ours(samples_record) -> list[MetricSample]:
+        return [m for m in decode(MetricBatch, samples_record.value).metrics if m.service_name == service]
+
     def values(records) -> list[float]:
-        return sorted(sample.value for r in records for sample in decode(MetricBatch, r.value).metrics)
+        return sorted(sample.value for r in records for sample in ours(r))
 
     forwarded = await consume_until(
-        kafka_bootstrap, topics.METRIC_SAMPLES.name, lambda got: 999.0 in values(got), keep=lambda r: r.key == key
+        kafka_bootstrap, topics.METRIC_SAMPLES.name, lambda got: 999.0 in values(got), keep=lambda r: bool(ours(r))
     )
     assert values(forwarded) == [0.0, 1.0, 2.0, 3.0, 4.0, 100.0, 101.0, 102.0, 999.0], worker.output()
+    assert {r.partition for r in forwarded} == {topics.partition_for(key, 3)}, "the service's state lives there"
 
     expected_letters = len(bad) + 1
     letters = await consume_until(

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.integration
 STAGE_INPUTS = [
     topics.METRICS.name,
     topics.METRIC_SAMPLES.name,
-    topics.WINDOWS.name,
     topics.ANOMALIES.name,
     topics.ACTION_REQUESTS.name,
 ]
