@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from faust.types import EventT, TopicT
 from pydantic import BaseModel
 
-from pipeline.app import dead_letter_topic
+from pipeline.app import app, dead_letter_topic
 from schemas import DeadLetter, DecodeError, decode, encode
 
 M = TypeVar("M", bound=BaseModel)
@@ -22,6 +22,7 @@ class ServiceEvent(Protocol):
     service_name: str
 
     def model_dump_json(self) -> str: ...
+
 
 log = logging.getLogger("aiops.agents")
 
@@ -49,11 +50,21 @@ async def dead_letter(event: EventT, payload: bytes, reason: str) -> None:
     )
 
 
+async def send(topic: TopicT, value: bytes, *, key: bytes | None = None, **options: Any) -> Awaitable[Any]:
+    """Hand a record to the app's producer; returns the broker's acknowledgement to await.
+
+    The producer itself, not ``topic.send``: Faust's per-message bookkeeping costs more than the
+    send when an agent emits thousands of records per batch. ``options``: ``partition``, ``headers``.
+    """
+    options = {"partition": None, "headers": None} | options
+    return await app.producer.send(topic.get_topic_name(), key, value, timestamp=None, **options)
+
+
 async def send_delivered(topic: TopicT, events: Iterable[ServiceEvent]) -> None:
     """Send events keyed by their service and wait for the broker's acks.
 
     State that says "emitted" is written only after this returns, so a crash can repeat an
     event (consumers deduplicate by id) but never lose one.
     """
-    pending = [await topic.send(key=event.service_name.encode(), value=encode(event)) for event in events]
+    pending = [await send(topic, encode(event), key=event.service_name.encode()) for event in events]
     await asyncio.gather(*pending)

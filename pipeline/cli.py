@@ -32,6 +32,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CommandError(f"AIOPS_WORKER_AGENTS: {err}") from None
     _ensure_topics(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Faust builds its own event loop from the current one: give it a fresh loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
 
@@ -43,6 +44,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         logging_config=logging_config(settings.log_level, settings.log_format),
         redirect_stdouts=False,
     )
+    # Faust's terminal spinner lowers the root logger to DEBUG at levels from WARNING up: every
+    # debug record of Kafka's clients would then be built, only to be dropped by the handler.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 

@@ -2,7 +2,7 @@
 
 No single scorer catches every kind of incident: a z-score sees spikes and level shifts but not a
 daily pattern that breaks, and a pattern model sees a broken rhythm but not how far a value
-strayed. So three cheap, complementary scorers run side by side:
+strayed. So five cheap, complementary scorers run side by side:
 
 * deviation: how far the value (and the mean of the last few) lies from a slow exponentially
   weighted mean, in exponentially weighted standard deviations: spikes, dips and level shifts.
@@ -11,18 +11,28 @@ strayed. So three cheap, complementary scorers run side by side:
   seen; the share of unseen ones is the surprise. A repeating (seasonal) shape becomes familiar
   sequences, so the season itself stops being surprising while a break in it is not.
 * volatility: the short-term spread against the long-term one: noise that grows or dies down.
+* seasonal: every ``season_every`` points the autocorrelation of the last ``season_buffer``
+  values (one FFT) names the period, if one is strong; the last ``season_window`` values are
+  then compared with the same stretch one and two periods back, against the typical such gap.
+  This sees a cycle that does not come (a daily peak that stays flat), which the novelty scorer's
+  short sequences cannot. Periods shorter than ``season_min_lag`` are left to the other scorers,
+  whose memory already spans many cycles.
+* jump: the step from the previous value against the typical step: a cliff in a smooth series,
+  even one that stays inside the usual range.
 
 Raw scores of different series are not comparable (a noisy series always looks a bit
 surprising), so, as in Numenta's anomaly likelihood, each scorer's short average of raw scores
 is compared with the distribution of its own recent averages, as a normal tail probability
-``p``, in decades ``-log10(p)``; the most improbable scorer counts, plus a quarter of the others
-(scorers that agree are stronger evidence). The total ``d`` is reported as ``d / (d + decades)``,
-which never saturates, so even among extreme events the rarer ranks higher. With the defaults
-0.67 is four decades (where a rest starts, below) and the pipeline's 0.9 is 18: the tails of
-real raw scores are far heavier than normal ones, and a whole healthy simulated day stays
-below 0.8. A scorer that is nearly always 0 (novelty) would look infinitely surprising at its first
-non-zero value, so each scorer's spread has a floor (``raw_sd_floors``): the first sight of a
-harmless new shape, such as the first day of a daily cycle, does not page anyone.
+``p``, in decades ``-log10(p)``, scaled by the scorer's weight (``weights``: the bursty novelty
+and jump scorers count less; the seasonal one takes no part without a period). The most
+improbable scorer counts, plus a quarter of the others (scorers that agree are stronger
+evidence). The total ``d`` is reported as ``d / (d + decades)``, which never saturates, so even
+among extreme events the rarer ranks higher. With the defaults 0.67 is four decades (where a
+rest starts, below) and the pipeline's 0.9 is 18: the tails of real raw scores are far heavier
+than normal ones, and a whole healthy simulated day stays below 0.8. A scorer that is nearly
+always 0 (novelty) would look infinitely surprising at its first non-zero value, so each
+scorer's spread has a floor (``raw_sd_floors``): the first sight of a harmless new shape, such
+as the first day of a daily cycle, does not page anyone.
 A value that leaves the range seen so far by more than ``range_margin`` of its width scores at
 least ``range_floor``: a new extreme is worth a look (it starts a rest, below) but, on its own,
 not a page, since a slowly growing series sets new highs all the time. If it is also more than
@@ -32,11 +42,13 @@ range does not: a series whose spikes are its normal life would page at every sp
 
 Once a score reaches ``alert_level`` the detector rests for ``rest_points`` points, scaling its
 scores down: one incident stands out once rather than as a burst while the model catches up
-with the new situation.
+with the new situation. That holds even if the incident grows: a second, higher alert a few
+points later would be a second alarm for the same thing.
 
-Everything is O(1) per point in plain Python (a numpy call per point would cost more than all
-of this), and the state is bounded: fixed-size deques, a few floats and a context table that is
-halved when it fills.
+Everything is O(1) amortised per point in plain Python (a numpy call per point would cost more
+than all of this; the period search is one FFT every ``season_every`` points), and the state is
+bounded: fixed-size deques and buffers, a few floats and a context table that is halved when it
+fills.
 """
 
 from __future__ import annotations
@@ -49,6 +61,8 @@ import numpy as np
 _LN10 = math.log(10.0)
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+Raws = tuple[float | None, ...]  # one raw score per scorer; None: the scorer has nothing to say yet
 
 
 class _EW:
@@ -95,13 +109,13 @@ def _squash(z: float, scale: float) -> float:
 
 
 class NabEnsemble:
-    """Deviation, pattern-novelty and volatility scorers behind a per-series anomaly likelihood."""
+    """Deviation, novelty, volatility, seasonal and jump scorers behind a per-series anomaly likelihood."""
 
     name = "ensemble_likelihood"
 
     def __init__(
         self,
-        weights: tuple[float, float, float, float] = (1.0, 0.3, 0.5, 0.5),
+        weights: tuple[float, float, float, float, float] = (1.0, 0.3, 0.5, 0.5, 0.3),
         bins: int = 8,
         max_order: int = 5,
         table_size: int = 4096,
@@ -118,7 +132,8 @@ class NabEnsemble:
         range_floor: float = 0.74,
         extreme_z: float = 5.0,
         agreement: float = 0.25,
-        raw_sd_floors: tuple[float, float, float, float] = (0.01, 0.05, 0.01, 0.05),
+        raw_sd_floors: tuple[float, float, float, float, float] = (0.01, 0.05, 0.01, 0.05, 0.01),
+        jump_scale: float = 6.0,
         season_buffer: int = 1600,
         season_every: int = 200,
         season_min_acf: float = 0.5,
@@ -126,8 +141,6 @@ class NabEnsemble:
         season_start: int = 600,
         season_warmup: int = 50,
         season_min_lag: int = 30,
-        repeat_weight: float = 0.0,
-        repeat_horizon: int = 1000,
     ) -> None:
         self.weights = weights
         self.bins = bins
@@ -156,17 +169,16 @@ class NabEnsemble:
         self.season_start = season_start
         self.season_warmup = season_warmup
         self.season_min_lag = season_min_lag
-        self.repeat_weight = repeat_weight
-        self.repeat_decay = 1.0 - 1.0 / repeat_horizon
-        self.recent_alerts = 0.0
         self.history = [0.0] * season_buffer
         self.period = 0
         self.lag_diffs: deque[tuple[float, ...]] = deque(maxlen=season_window)
         self.lag_sums = [0.0, 0.0]
         self.lag_scale = _EW(0.01)
+        self.step = _EW(0.01)
+        self.jump_scale = jump_scale
         self.seen = 0
         self.resting = 0
-        self._pending: tuple[float, tuple[float, ...], list[tuple[int, ...]], float] | None = None
+        self._pending: tuple[float, Raws, list[tuple[int, ...]], float] | None = None
 
     # -- the scorers --------------------------------------------------------------------------------------------
     def _spread(self) -> float:
@@ -210,6 +222,10 @@ class NabEnsemble:
         if ratio <= 0.0:
             return 0.0
         return _squash(max(ratio, 1.0 / ratio) - 1.0, 4.0)
+
+    def _jump(self, x: float, spread: float) -> float:
+        """The step from the previous value against the typical step: a sudden cliff in a smooth series."""
+        return _squash(abs(x - self.recent[-1]) / max(self.step.mean, 1e-9 * spread), self.jump_scale)
 
     def _lag_diffs(self, x: float) -> tuple[float, ...]:
         """``x`` minus the values one and two periods ago (nothing without a period)."""
@@ -260,7 +276,7 @@ class NabEnsemble:
             self.lag_scale = _EW(self.lag_scale.alpha)
 
     # -- the calibration ----------------------------------------------------------------------------------------
-    def _likelihood(self, raws: tuple[float, ...]) -> float:
+    def _likelihood(self, raws: Raws) -> float:
         """Weighted decades of tail probability: the most improbable scorer, plus a little of the others.
 
         Scorers that agree are stronger evidence than one alone, but one scorer must be able to
@@ -280,11 +296,11 @@ class NabEnsemble:
                 best = max(best, decades)
         return best + self.agreement * (total - best)
 
-    def _evaluate(self, x: float) -> tuple[tuple[float, ...], list[tuple[int, ...]], float]:
+    def _evaluate(self, x: float) -> tuple[Raws, list[tuple[int, ...]], float]:
         """Raw scores, contexts and undamped score of ``x``: shared by ``score_one`` and ``learn_one``."""
         keys = self._contexts_of(x)
         if self.seen < 2:
-            return (0.0, 0.0, 0.0, None), keys, 0.0
+            return (0.0, 0.0, 0.0, None, 0.0), keys, 0.0
         spread = self._spread()
         w = self.weights
         raws = (
@@ -292,9 +308,10 @@ class NabEnsemble:
             self._novelty(keys) if w[1] else 0.0,
             self._volatility(x, spread) if w[2] else 0.0,
             self._seasonal(self._lag_diffs(x)) if w[3] else None,
+            self._jump(x, spread) if w[4] else 0.0,
         )
         decades = self._likelihood(raws)
-        score = decades / (decades + self.decades * (1.0 + self.repeat_weight * self.recent_alerts))
+        score = decades / (decades + self.decades)
         if self.seen >= self.min_history:
             margin = self.range_margin * (self.high - self.low)
             if x > self.high + margin or x < self.low - margin:
@@ -321,7 +338,6 @@ class NabEnsemble:
             raws, keys, score = self._evaluate(x)
         if score >= self.alert_level and self.resting <= 0:
             self.resting = self.rest_points
-            self.recent_alerts += 1.0
         elif self.resting > 0:
             self.resting -= 1
         for raw, recent, stats_k in zip(raws, self.raw_recent, self.raw_stats, strict=True):
@@ -334,7 +350,8 @@ class NabEnsemble:
             contexts[key] = contexts.get(key, 0) + 1
         if len(contexts) > self.table_size:
             self._prune()
-        self.recent_alerts *= self.repeat_decay
+        if self.recent:
+            self.step.update(abs(x - self.recent[-1]))
         self.level.update(x)
         self.fast.update(x)
         self.recent.append(x)

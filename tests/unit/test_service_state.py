@@ -17,9 +17,7 @@ SETTINGS = DetectionSettings("robust_zscore", warmup_windows=5, anomaly_threshol
 
 def samples(service: str, seconds: range, value=lambda second: 100.0) -> list[MetricSample]:
     return [
-        MetricSample(
-            timestamp=T0 + timedelta(seconds=s), service_name=service, metric_name="cpu_usage", value=value(s)
-        )
+        MetricSample(timestamp=T0 + timedelta(seconds=s), service_name=service, metric_name="cpu_usage", value=value(s))
         for s in seconds
     ]
 
