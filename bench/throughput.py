@@ -5,8 +5,9 @@
 Starts a fresh local broker (or uses KAFKA_BOOTSTRAP), publishes the samples in batched
 records, then measures (a) a bare aiokafka consumer that only decodes the records and (b) one
 `aiops worker` running the pipeline (ingest → windows → detection → anomalies) until its
-consumer group has committed every record of every stage. Reports samples/s, CPU seconds per
-million samples, and b/a.
+consumer group has committed every record of every stage, and (c) the same tumbling-window
+mean written with Quix Streams (``bench/quix_window.py``; needs the ``bench`` extra). Reports
+samples/s, CPU seconds per million samples, b/a and b/c.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -49,8 +51,9 @@ def machine() -> str:
 async def publish(bootstrap: str, samples: int, services: int, batch: int) -> int:
     """Publish ``samples`` over ``services`` x 5 series, ``batch`` samples per record.
 
-    Records hold consecutive samples of the whole fleet, as a collector forwarding many services'
-    metrics would send them, and carry no key; ``batch=1`` is one sample per record.
+    Records come from collectors, each forwarding the metrics of a fixed group of services, as
+    an agent on a host would; a collector's records carry its name as the key, so every series
+    stays on one partition, in order. ``batch=1`` is one sample per record, keyed by its service.
     """
     rounds = max(1, samples // (services * len(STANDARD_METRICS)))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
@@ -66,8 +69,11 @@ async def publish(bootstrap: str, samples: int, services: int, batch: int) -> in
             ]
             for i in range(0, len(chunk), batch):
                 part = chunk[i : i + batch]
-                value = encode(part[0]) if batch == 1 else encode(MetricBatch(metrics=part))
-                pending.append(await producer.send(topics.METRICS.name, value))
+                if batch == 1:
+                    key, value = part[0].service_name.encode(), encode(part[0])
+                else:
+                    key, value = f"collector-{i // batch}".encode(), encode(MetricBatch(metrics=part))
+                pending.append(await producer.send(topics.METRICS.name, value, key=key))
                 sent += len(part)
             if len(pending) > 10_000:
                 await asyncio.gather(*pending)
@@ -132,16 +138,32 @@ async def main(args: argparse.Namespace) -> None:
         bare, bare_cpu = await bare_consumer(bootstrap, sent)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aiops-bench-")))
         full, full_cpu = await pipeline(bootstrap, workdir)
-    rows = [
-        ("bare aiokafka consumer, decode only", bare, bare_cpu),
-        ("pipeline (one worker, all agents)", full, full_cpu),
-    ]
+        rows = [
+            ("bare aiokafka consumer, decode only", bare, bare_cpu),
+            ("pipeline (one worker: ingest, windows, detection)", full, full_cpu),
+        ]
+        quix = quix_row(bootstrap, sent, workdir)
+    if quix:
+        rows.append(quix)
     print(f"\n{sent:,} samples, {args.services * len(STANDARD_METRICS):,} series, {args.batch} samples per record")
     print(f"machine: {machine()}\n")
     print("| consumer | samples/s | CPU s per million samples |\n| --- | ---: | ---: |")
     for name, seconds, cpu in rows:
         print(f"| {name} | {sent / seconds:,.0f} | {cpu / sent * 1e6:.1f} |")
     print(f"\npipeline / bare consumer: {bare / full:.0%} (the pipeline's time includes the worker's start-up)")
+    if quix:
+        print(f"pipeline / Quix Streams: {quix[1] / full:.0%}")
+
+
+def quix_row(bootstrap: str, sent: int, workdir: Path) -> tuple[str, float, float] | None:
+    """(c): the same window mean in Quix Streams, when the ``bench`` extra is installed."""
+    if importlib.util.find_spec("quixstreams") is None:
+        print("Quix Streams is not installed (pip install -e '.[bench]'): no comparison with it")
+        return None
+    from bench.quix_window import run_quix_window_mean
+
+    seconds, cpu, counted = run_quix_window_mean(bootstrap, sent, workdir)
+    return f"Quix Streams window mean ({counted:,} samples in windows)", seconds, cpu
 
 
 if __name__ == "__main__":

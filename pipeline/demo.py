@@ -2,7 +2,8 @@
 
 Starts the local broker on 127.0.0.1:9092 (unless ``AIOPS_KAFKA_BOOTSTRAP`` names one),
 creates the topics, runs a worker with the demo policy and the gateway with the dashboard,
-publishes ten minutes of history so the models are warm, then goes live and injects incidents.
+publishes half an hour of history so the models have learned the fleet, then goes live and
+injects incidents.
 It prints what the pipeline says: anomalies, health changes, action requests and results.
 """
 
@@ -26,7 +27,7 @@ from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, ServiceHea
 
 DEMO_PORT = 9092
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
-BACKFILL = timedelta(minutes=10)
+BACKFILL = timedelta(minutes=30)
 INCIDENTS = (
     (IncidentKind.LATENCY_SPIKE, "payment-api", timedelta(seconds=45), timedelta(seconds=90)),
     (IncidentKind.ERROR_BURST, "user-auth", timedelta(minutes=4), timedelta(seconds=60)),

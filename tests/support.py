@@ -25,6 +25,8 @@ from schemas import decode
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
+LEARNING_SECONDS = 1600
+"""Quiet history a fleet run starts with: the default detector stays silent for its first 150 windows."""
 
 
 class Worker:
@@ -67,7 +69,11 @@ class Worker:
 
 
 class FleetRun:
-    """A fleet with unique service names, its policy file, and what the run put on the topics."""
+    """A fleet with unique service names, its policy file, and what the run put on the topics.
+
+    A test's timeline (``at_seconds``, ``from_seconds``...) starts after ``LEARNING_SECONDS`` of
+    quiet history, which ``publish`` sends first when asked to start at 0.
+    """
 
     def __init__(self, tmp_path: Path, cluster: str = "prod") -> None:
         suffix = uuid.uuid4().hex[:6]
@@ -85,9 +91,9 @@ class FleetRun:
                         {
                             "name": "latency-restart",
                             "metric": "latency_p95",
-                            "consecutive": 2,
                             "action": "rollout_restart",
-                        }
+                        },
+                        {"name": "errors-restart", "metric": "error_rate", "action": "rollout_restart"},
                     ],
                     "limits": {"cooldown_seconds": 3600, "incident_gap_seconds": 60},
                 }
@@ -96,16 +102,22 @@ class FleetRun:
         self.env = {"AIOPS_POLICY_FILE": str(self.policy_file), "AIOPS_WARMUP_WINDOWS": "15"}
         self.produced = 0
 
-    def latency_incident(self, at_seconds: int, seconds: int) -> datetime:
-        start = T0 + at_seconds * SECOND
-        self.fleet.incidents.append(Incident(IncidentKind.LATENCY_SPIKE, self.payment, start, seconds * SECOND))
+    def at(self, seconds: int) -> datetime:
+        """Event time of a point on the test's timeline."""
+        return T0 + (LEARNING_SECONDS + seconds) * SECOND
+
+    def incident(self, kind: IncidentKind, at_seconds: int, seconds: int) -> datetime:
+        start = self.at(at_seconds)
+        self.fleet.incidents.append(Incident(kind, self.payment, start, seconds * SECOND))
         return start
 
+    def latency_incident(self, at_seconds: int, seconds: int) -> datetime:
+        return self.incident(IncidentKind.LATENCY_SPIKE, at_seconds, seconds)
+
     async def publish(self, bootstrap: str, from_seconds: int, to_seconds: int) -> None:
+        start = T0 if from_seconds == 0 else self.at(from_seconds)
         async with MetricsProducer(bootstrap) as producer:
-            self.produced += await publish_history(
-                self.fleet, producer.send, T0 + from_seconds * SECOND, T0 + to_seconds * SECOND, SECOND
-            )
+            self.produced += await publish_history(self.fleet, producer.send, start, self.at(to_seconds), SECOND)
 
     def ours(self, record) -> bool:
         return record.key is not None and record.key.decode() in self.services

@@ -13,8 +13,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from pipeline import topics
+from pipeline.simulator import IncidentKind
 from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, ServiceHealth, WindowAggregate, decode
-from tests.support import SECOND, T0, FleetRun, consume_until, wait_for_members, wait_until_drained
+from tests.support import LEARNING_SECONDS, SECOND, T0, FleetRun, consume_until, wait_for_members, wait_until_drained
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ async def test_incident_is_detected_quickly_and_acted_on_once(kafka_bootstrap, w
 async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_bootstrap, workers, tmp_path):
     run = FleetRun(tmp_path)
     run.latency_incident(at_seconds=200, seconds=60)
-    second_incident = run.latency_incident(at_seconds=380, seconds=60)
+    second_incident = run.incident(IncidentKind.ERROR_BURST, at_seconds=380, seconds=60)
     first = workers.start(**run.env)
     await run.publish(kafka_bootstrap, 0, 300)
     await consume_until(
@@ -76,11 +77,11 @@ async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_b
         by_window[(w.service_name, w.metric_name, w.window_start)].add(w.count)
     assert all(len(counts) == 1 for counts in by_window.values()), "a window was emitted twice with different counts"
     closed_span = {start for (_, _, start) in by_window}
-    assert closed_span == {T0 + i * 10 * SECOND for i in range(61)}
+    assert closed_span == {T0 + i * 10 * SECOND for i in range((LEARNING_SECONDS + 610) // 10)}
     assert sum(counts.pop() for counts in by_window.values()) == run.produced - 4 * 5 * 10
 
     anomalies = await run.read(kafka_bootstrap, topics.ANOMALIES, Anomaly)
-    assert any(a.window_start >= second_incident and a.metric_name == "latency_p95" for a in anomalies), (
+    assert any(a.window_start >= second_incident and a.metric_name == "error_rate" for a in anomalies), (
         "the restarted worker missed the second incident: its models were warming up again"
     )
     requests = await run.read(kafka_bootstrap, topics.ACTION_REQUESTS, ActionRequest)
@@ -88,7 +89,7 @@ async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_b
     results = await run.read(kafka_bootstrap, topics.ACTION_RESULTS, ActionResult)
     assert [r.action_id for r in results if r.status is ActionStatus.DRY_RUN] == [requests[0].action_id]
     [held_back] = [r for r in results if r.status is ActionStatus.REJECTED]
-    assert held_back.message.startswith("cooldown:") and held_back.triggered_by == "policy:latency-restart"
+    assert held_back.message.startswith("cooldown:") and held_back.triggered_by == "policy:errors-restart"
 
 
 async def test_two_workers_share_the_work_and_one_takes_over(kafka_bootstrap, workers, tmp_path):
@@ -110,7 +111,7 @@ async def test_two_workers_share_the_work_and_one_takes_over(kafka_bootstrap, wo
             totals[window.service_name] += window.count
         return totals
 
-    expected = {name: 5 * (420 - 10) for name in run.services}
+    expected = {name: 5 * (LEARNING_SECONDS + 420 - 10) for name in run.services}
     records = await consume_until(
         kafka_bootstrap, topics.WINDOWS.name, lambda got: counted(got) == expected, keep=run.ours, timeout=180
     )
