@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from agents._emit import ORIGIN_HEADER, decode_or_dead_letter, send_delivered
+from agents._emit import ORIGIN_HEADER, dead_letter, decode_or_dead_letter, send_delivered
 from pipeline.app import (
     anomalies_topic,
     app,
@@ -32,7 +32,12 @@ async def detect(stream):
             origin = (
                 Origin.from_header(header) if header else Origin.of(message.topic, message.partition, message.offset)
             )
-            batch.add(samples.metrics, origin)
+            try:
+                batch.add(samples.metrics, origin)
+            except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
+                # An exception here would crash the agent after Faust had acknowledged the batch:
+                # the record goes to the dead-letter topic instead, with the reason, to be replayed.
+                await dead_letter(event, event.value or b"", f"detection failed: {err!r}"[:1000])
         await send_delivered(windows_topic, batch.windows)
         await send_delivered(anomalies_topic, batch.anomalies)
         await send_delivered(service_health_topic, batch.health)

@@ -469,7 +469,12 @@ async def main(args: argparse.Namespace) -> None:
                 bootstrap,
                 app_id,
                 workdir,
-                {"AIOPS_WARMUP_WINDOWS": str(args.warmup_windows), "AIOPS_WORKER_AGENTS": args.agents},
+                {
+                    "AIOPS_WARMUP_WINDOWS": str(args.warmup_windows),
+                    "AIOPS_WORKER_AGENTS": args.agents,
+                    "AIOPS_DETECTOR": args.detector,
+                    "AIOPS_ANOMALY_THRESHOLD": str(args.threshold),
+                },
             )
             with running_worker(env, log_path) as worker:
                 await until_worker_ready(bootstrap, app_id, worker, log_path)
@@ -595,6 +600,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=180, help="how long to produce")
     parser.add_argument("--services", type=int, default=400, help="services; 5 series each")
     parser.add_argument("--warmup-windows", type=int, default=6, help="AIOPS_WARMUP_WINDOWS of the worker")
+    # The default detector learns for 150 windows (25 minutes) before it may alarm, longer than a
+    # run; how soon a judged window's anomaly is out does not depend on which detector judged it.
+    parser.add_argument("--detector", default="robust_zscore", help="AIOPS_DETECTOR of the worker")
+    parser.add_argument("--threshold", type=float, default=0.9, help="AIOPS_ANOMALY_THRESHOLD of the worker")
     parser.add_argument("--inject-every", type=float, default=30, help="seconds between anomalous windows")
     parser.add_argument("--inject-count", type=int, default=3, help="series made anomalous each time")
     parser.add_argument("--factor", type=float, default=20, help="how far an anomalous window jumps")

@@ -6,6 +6,7 @@ restarts, or takes over a partition, resumes with the same windows, models and c
 
 from __future__ import annotations
 
+import logging
 import pickle
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipeline.policy import PolicyConfig, load_policy
 from pipeline.windows import WindowSpec
 
 settings = get_settings()
+log = logging.getLogger("aiops.state")
 
 app = faust.App(
     settings.app_id,
@@ -85,8 +87,24 @@ class StateTable:
         self._table = app.tables.add(table)
 
     def get(self, service: str) -> Any:
+        """The service's state; None for a new service, or for a state this code cannot read.
+
+        A state saved by another version of the code (a rolling upgrade, a worker taking over
+        from an older one) may no longer unpickle. The service then starts afresh, loudly: an
+        agent that crashed on it instead would be restarted by Faust and crash again, while its
+        batch's offsets were committed.
+        """
         raw = self._table.get(service.encode())
-        return pickle.loads(raw) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            return pickle.loads(raw)
+        except Exception as err:  # noqa: BLE001 - any unreadable state means the same: start afresh
+            log.error(
+                "unreadable saved state: starting the service afresh",
+                extra={"table": self._table.name, "service": service, "error": repr(err)[:300]},
+            )
+            return None
 
     def __setitem__(self, service: str, value: Any) -> None:
         self._table[service.encode()] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)

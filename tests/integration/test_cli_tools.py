@@ -70,3 +70,12 @@ async def test_tail_prints_events_of_one_service_as_json_lines(kafka_bootstrap):
         tail.wait(30)
     printed = json.loads(line)
     assert printed["topic"] == topics.METRICS_DLQ.name and printed["event"]["reason"] == "record: Invalid JSON"
+
+
+def test_worker_refuses_an_unknown_agent_and_names_the_known_ones(kafka_bootstrap):
+    env = os.environ | {"AIOPS_KAFKA_BOOTSTRAP": kafka_bootstrap, "AIOPS_WORKER_AGENTS": "ingest,windoze"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert "windoze" in done.stderr and "ingest, detect, policy, actuate, sink" in done.stderr
