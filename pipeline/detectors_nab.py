@@ -43,18 +43,26 @@ range does not: a series whose spikes are its normal life would page at every sp
 Once a score reaches ``alert_level`` the detector rests for ``rest_points`` points, scaling its
 scores down: one incident stands out once rather than as a burst while the model catches up
 with the new situation. That holds even if the incident grows: a second, higher alert a few
-points later would be a second alarm for the same thing.
+points later would be a second alarm for the same thing. Two exceptions are not damped and start
+the rest anew: a score of at least ``rest_break`` (an incident far stronger than the one that
+began the rest), and, in a rest begun by a score below ``weak_rest``, a value beyond the range
+seen so far by ``2 * extreme_z`` standard deviations or more: ten standard deviations out, beyond
+everything seen, is not hidden by a rest that a lesser event began (a slow memory leak that
+first shows as a mere new high).
 
 Everything is O(1) amortised per point in plain Python (a numpy call per point would cost more
 than all of this; the period search is one FFT every ``season_every`` points), and the state is
-bounded: fixed-size deques and buffers, a few floats and a context table that is halved when it
-fills.
+bounded and compact, because the pipeline keeps one detector per series and pickles it after
+every batch: short lists, a few floats, the history as an array of doubles, and the context
+table as two sorted arrays, the sequences coded as integers and their counts (halved when the
+table fills). A pickle is a flat tuple, with the table's key gaps and counts mostly one byte each.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
+from bisect import bisect_left
 
 import numpy as np
 
@@ -103,6 +111,17 @@ def tail_decades(z: float) -> float:
     return z * z / (2.0 * _LN10) + math.log10(z * _SQRT_2PI)
 
 
+def _pack(values: np.ndarray) -> tuple[bytes, bytes]:
+    """Unsigned integers as one byte each, 255 standing for a value of 255 or more kept at full width."""
+    return np.minimum(values, 255).astype(np.uint8).tobytes(), values[values >= 255].tobytes()
+
+
+def _unpack(small: bytes, wide: bytes, dtype: str) -> np.ndarray:
+    values = np.frombuffer(small, np.uint8).astype(dtype)
+    values[values == 255] = np.frombuffer(wide, dtype)
+    return values
+
+
 def _squash(z: float, scale: float) -> float:
     """Maps a distance in standard deviations to [0, 1): 0 at 0, about 0.63 at ``scale``."""
     return 1.0 - math.exp(-((z / scale) ** 2))
@@ -112,6 +131,14 @@ class NabEnsemble:
     """Deviation, novelty, volatility, seasonal and jump scorers behind a per-series anomaly likelihood."""
 
     name = "ensemble_likelihood"
+    __slots__ = (
+        "weights", "bins", "max_order", "table_size", "min_history", "decades", "agreement", "raw_sd_floors",
+        "alert_level", "rest_points", "rest_damping", "rest_break", "weak_rest", "range_margin", "range_floor",
+        "extreme_z", "short_window", "raw_window", "season_window", "season_every", "season_min_acf",
+        "season_start", "season_warmup", "season_min_lag", "jump_scale", "level", "fast", "recent", "trail",
+        "keys", "counts", "low", "high", "raw_recent", "raw_stats", "history", "period", "lag_diffs", "lag_sums",
+        "lag_scale", "step", "seen", "resting", "rest_start", "_pending",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -128,6 +155,8 @@ class NabEnsemble:
         alert_level: float = 0.67,
         rest_points: int = 30,
         rest_damping: float = 0.5,
+        rest_break: float = 0.97,
+        weak_rest: float = 0.9,
         range_margin: float = 0.02,
         range_floor: float = 0.74,
         extreme_z: float = 5.0,
@@ -144,6 +173,7 @@ class NabEnsemble:
     ) -> None:
         self.weights = weights
         self.bins = bins
+        self.max_order = max_order
         self.table_size = table_size
         self.min_history = min_history
         self.decades = decades
@@ -152,33 +182,55 @@ class NabEnsemble:
         self.alert_level = alert_level
         self.rest_points = rest_points
         self.rest_damping = rest_damping
+        self.rest_break = rest_break
+        self.weak_rest = weak_rest
         self.range_margin = range_margin
         self.range_floor = range_floor
         self.extreme_z = extreme_z
         self.level = _EW(slow_alpha)
         self.fast = _EW(0.1)
-        self.recent: deque[float] = deque(maxlen=short_window)
-        self.codes: deque[int] = deque(maxlen=max_order)
-        self.contexts: dict[tuple[int, ...], int] = {}
+        self.short_window = short_window
+        self.raw_window = raw_window
+        self.recent: list[float] = []
+        self.trail = 0  # the last ``max_order`` codes as digits (see ``_contexts_of``), the newest lowest
+        # the context table: sorted sequence codes and their counts ('H' until a count outgrows it)
+        self.keys = array("I" if (bins + 3) ** (max_order + 1) < 1 << 32 else "Q")
+        self.counts = array("H")
         self.low = math.inf
         self.high = -math.inf
-        self.raw_recent = [deque[float](maxlen=raw_window) for _ in weights]
+        self.raw_recent: list[list[float]] = [[] for _ in weights]
         self.raw_stats = [_EW(history_alpha) for _ in weights]
         self.season_every = season_every
         self.season_min_acf = season_min_acf
         self.season_start = season_start
         self.season_warmup = season_warmup
         self.season_min_lag = season_min_lag
-        self.history = [0.0] * season_buffer
+        self.history = array("d", bytes(8 * season_buffer))
         self.period = 0
-        self.lag_diffs: deque[tuple[float, ...]] = deque(maxlen=season_window)
+        self.season_window = season_window
+        self.lag_diffs: list[tuple[float, ...]] = []
         self.lag_sums = [0.0, 0.0]
         self.lag_scale = _EW(0.01)
         self.step = _EW(0.01)
         self.jump_scale = jump_scale
         self.seen = 0
         self.resting = 0
-        self._pending: tuple[float, Raws, list[tuple[int, ...]], float] | None = None
+        self.rest_start = 0.0  # the score that began the current (or last) rest
+        self._pending: tuple[float, Raws, list[int], float, bool] | None = None
+
+    def __getstate__(self) -> tuple:
+        keys, counts = self.keys, self.counts
+        gaps = np.diff(np.frombuffer(keys, keys.typecode), prepend=0).astype(keys.typecode)
+        table = (keys.typecode, *_pack(gaps), counts.typecode, *_pack(np.frombuffer(counts, counts.typecode)))
+        return tuple(table if name == "keys" else getattr(self, name) for name in self.__slots__ if name != "counts")
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip((n for n in self.__slots__ if n != "counts"), state, strict=True):
+            setattr(self, name, value)
+        key_type, small_gaps, wide_gaps, count_type, small_counts, wide_counts = self.keys
+        gaps = _unpack(small_gaps, wide_gaps, key_type)
+        self.keys = array(key_type, np.cumsum(gaps, dtype=key_type).tobytes())
+        self.counts = array(count_type, _unpack(small_counts, wide_counts, count_type).tobytes())
 
     # -- the scorers --------------------------------------------------------------------------------------------
     def _spread(self) -> float:
@@ -204,17 +256,33 @@ class NabEnsemble:
         u = (x - self.low) / width
         return -1 if u < 0.0 else min(int(u * self.bins), self.bins)
 
-    def _contexts_of(self, x: float) -> list[tuple[int, ...]]:
-        """The sequences ending in ``x``'s bin, one per length: what novelty looks up and learns."""
-        code = self._code(x)
-        history = tuple(self.codes)
-        return [(*history[len(history) - order :], code) for order in range(1, len(history) + 1)]
+    def _contexts_of(self, x: float) -> list[int]:
+        """The sequences ending in ``x``'s bin, one per length: what novelty looks up and learns.
 
-    def _novelty(self, keys: list[tuple[int, ...]]) -> float:
+        A sequence is coded as the integer whose base ``bins + 3`` digits are its codes plus 2,
+        the newest lowest: no digit is 0, so sequences of different lengths never collide.
+        """
+        base = self.bins + 3
+        code = self._code(x) + 2
+        trail = self.trail
+        keys = []
+        scale = 1
+        while scale <= trail:  # one key per code in the trail
+            scale *= base
+            keys.append(trail % scale * base + code)
+        return keys
+
+    def _novelty(self, keys: list[int]) -> float:
         if not keys:
             return 0.0
-        contexts = self.contexts
-        return sum(1 for key in keys if key not in contexts) / len(keys)
+        table = self.keys
+        n = len(table)
+        unseen = 0
+        for key in keys:
+            i = bisect_left(table, key)
+            if i == n or table[i] != key:
+                unseen += 1
+        return unseen / len(keys)
 
     def _volatility(self, x: float, spread: float) -> float:
         d = x - self.fast.mean
@@ -246,10 +314,10 @@ class NabEnsemble:
 
     def _find_period(self) -> None:
         """The lag of the first strong autocorrelation peak past the first zero, or 0 if none is strong."""
-        h = self.history
+        h = np.frombuffer(self.history)
         n = min(self.seen, len(h))
         i = self.seen % len(h)
-        y = np.array((h[i:] + h[:i])[-n:], dtype=float)
+        y = np.concatenate((h[i:], h[:i]))[-n:]
         y -= y.mean()
         f = np.fft.rfft(y, 2 * n)
         m = n // 3
@@ -271,7 +339,7 @@ class NabEnsemble:
                         period = self.period
         if period != self.period:
             self.period = period
-            self.lag_diffs.clear()
+            self.lag_diffs = []
             self.lag_sums = [0.0, 0.0]
             self.lag_scale = _EW(self.lag_scale.alpha)
 
@@ -296,11 +364,13 @@ class NabEnsemble:
                 best = max(best, decades)
         return best + self.agreement * (total - best)
 
-    def _evaluate(self, x: float) -> tuple[Raws, list[tuple[int, ...]], float]:
-        """Raw scores, contexts and undamped score of ``x``: shared by ``score_one`` and ``learn_one``."""
+    def _evaluate(self, x: float) -> tuple[Raws, list[int], float, bool]:
+        """Raw scores, contexts, undamped score of ``x`` and whether it is beyond the range by
+        ``2 * extreme_z`` standard deviations: shared by ``score_one`` and ``learn_one``."""
         keys = self._contexts_of(x)
+        far = False
         if self.seen < 2:
-            return (0.0, 0.0, 0.0, None, 0.0), keys, 0.0
+            return (0.0, 0.0, 0.0, None, 0.0), keys, 0.0, far
         spread = self._spread()
         w = self.weights
         raws = (
@@ -318,26 +388,33 @@ class NabEnsemble:
                 z = abs(x - self.level.mean) / spread
                 floor = 1.0 - 0.1 * self.extreme_z / z if z >= self.extreme_z else self.range_floor
                 score = max(score, floor)
-        return raws, keys, score
+                far = z >= 2 * self.extreme_z
+        return raws, keys, score, far
+
+    def _breaks_rest(self, score: float, far: bool) -> bool:
+        return score >= self.rest_break or (far and self.rest_start < self.weak_rest)
 
     # -- the River-style interface ------------------------------------------------------------------------------
     def expected(self) -> float:
         return self.level.mean if self.seen else 0.0
 
     def score_one(self, x: float) -> float:
-        raws, keys, score = self._evaluate(x)
-        self._pending = (x, raws, keys, score)
-        return score * self.rest_damping if self.resting > 0 else score
+        raws, keys, score, far = self._evaluate(x)
+        self._pending = (x, raws, keys, score, far)
+        if self.resting > 0 and not self._breaks_rest(score, far):
+            return score * self.rest_damping
+        return score
 
     def learn_one(self, x: float) -> None:
         pending = self._pending
         self._pending = None
         if pending is not None and pending[0] == x:
-            _, raws, keys, score = pending
+            _, raws, keys, score, far = pending
         else:
-            raws, keys, score = self._evaluate(x)
-        if score >= self.alert_level and self.resting <= 0:
+            raws, keys, score, far = self._evaluate(x)
+        if score >= self.alert_level and (self.resting <= 0 or self._breaks_rest(score, far)):
             self.resting = self.rest_points
+            self.rest_start = score
         elif self.resting > 0:
             self.resting -= 1
         for raw, recent, stats_k in zip(raws, self.raw_recent, self.raw_stats, strict=True):
@@ -345,26 +422,30 @@ class NabEnsemble:
                 continue
             stats_k.update((sum(recent) + raw) / (len(recent) + 1))
             recent.append(raw)
-        contexts = self.contexts
-        for key in keys:
-            contexts[key] = contexts.get(key, 0) + 1
-        if len(contexts) > self.table_size:
+            if len(recent) > self.raw_window:
+                del recent[0]
+        self._count(keys)
+        if len(self.keys) > self.table_size:
             self._prune()
-        if self.recent:
-            self.step.update(abs(x - self.recent[-1]))
+        recent = self.recent
+        if recent:
+            self.step.update(abs(x - recent[-1]))
         self.level.update(x)
         self.fast.update(x)
-        self.recent.append(x)
+        recent.append(x)
+        if len(recent) > self.short_window:
+            del recent[0]
         if x < self.low:
             self.low = x
         if x > self.high:
             self.high = x
-        self.codes.append(self._code(x))
+        base = self.bins + 3
+        self.trail = (self.trail * base + self._code(x) + 2) % base**self.max_order
         if self.period:
             diffs = self._lag_diffs(x)
             lag_diffs, sums = self.lag_diffs, self.lag_sums
-            if len(lag_diffs) == lag_diffs.maxlen:
-                old = lag_diffs[0]
+            if len(lag_diffs) == self.season_window:
+                old = lag_diffs.pop(0)
                 sums[0] -= old[0]
                 sums[1] -= old[1]
             lag_diffs.append(diffs)
@@ -376,6 +457,22 @@ class NabEnsemble:
         if self.seen >= self.season_start and self.seen % self.season_every == 0:
             self._find_period()
 
+    def _count(self, keys: list[int]) -> None:
+        table, counts = self.keys, self.counts
+        for key in keys:
+            i = bisect_left(table, key)
+            if i == len(table) or table[i] != key:
+                table.insert(i, key)
+                counts.insert(i, 1)
+            elif counts[i] < 65535 or counts.typecode != "H":
+                counts[i] += 1
+            else:
+                self.counts = counts = array("I", counts)
+                counts[i] += 1
+
     def _prune(self) -> None:
         """Keeps what recurs: drops sequences seen once and halves the other counts."""
-        self.contexts = {key: count // 2 for key, count in self.contexts.items() if count > 1}
+        counts = np.frombuffer(self.counts, self.counts.typecode)
+        kept = counts > 1
+        self.keys = array(self.keys.typecode, np.frombuffer(self.keys, self.keys.typecode)[kept].tobytes())
+        self.counts = array(self.counts.typecode, (counts[kept] // 2).tobytes())

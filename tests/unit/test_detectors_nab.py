@@ -113,3 +113,64 @@ def test_state_is_bounded():
             sizes.append(len(pickle.dumps(detector)))
     assert sizes[-1] < 100_000
     assert sizes[-1] < 3 * sizes[0]
+
+
+def test_a_rest_begun_by_a_new_high_does_not_hide_a_value_far_beyond_the_range():
+    rng = random.Random(8)
+    flat = [100 + rng.gauss(0, 2) for _ in range(1000)]
+    values = [*flat, max(flat) + 1, *(100 + rng.gauss(0, 2) for _ in range(5)), 124.0]  # 124: about 12 sd out
+
+    def tail(**kwargs: float) -> list[float]:
+        detector = NabEnsemble(**kwargs)
+        scores = []
+        for x in values:
+            scores.append(detector.score_one(x))
+            detector.learn_one(x)
+        return scores[1000:]
+
+    scores = tail()
+    assert NabEnsemble().alert_level <= scores[0] < 0.9  # the mere new high starts a weak rest
+    assert scores[-1] >= 0.9 and scores[-1] < NabEnsemble().rest_break  # rule 1 alone lets it through
+    assert tail(weak_rest=0.0)[-1] < 0.5  # damped without it
+
+
+def test_a_mature_detector_pickles_small_and_continues_exactly():
+    rng = random.Random(5)
+    values = [rng.lognormvariate(0, 1) * (1 + i % 97) for i in range(21_000)]
+    detector = make_detector(NAME)
+    for x in values[:20_000]:
+        detector.score_one(x)
+        detector.learn_one(x)
+    assert len(pickle.dumps(detector, protocol=5)) < 20_000
+    clone = pickle.loads(pickle.dumps(detector, protocol=5))
+    for x in values[20_000:]:
+        assert clone.score_one(x) == detector.score_one(x)
+        clone.learn_one(x)
+        detector.learn_one(x)
+
+
+def test_a_small_table_prunes_identically_after_a_round_trip():
+    rng = random.Random(6)
+    values = [100 + 20 * math.sin(i / 23) + rng.gauss(0, 5) for i in range(3000)]
+    detector = NabEnsemble(table_size=256)
+    for x in values[:1000]:
+        detector.score_one(x)
+        detector.learn_one(x)
+    clone = pickle.loads(pickle.dumps(detector))
+    for x in values[1000:]:
+        assert clone.score_one(x) == detector.score_one(x)
+        clone.learn_one(x)
+        detector.learn_one(x)
+    assert 0 < len(clone.keys) <= 256 and list(clone.keys) == sorted(clone.keys)
+    assert (clone.keys, clone.counts) == (detector.keys, detector.counts)
+
+
+def test_a_count_outgrowing_its_width_is_kept_exactly():
+    detector = NabEnsemble()
+    for x in [1.0, 2.0, 3.0, 4.0]:
+        detector.learn_one(x)
+    key = detector.keys[0]
+    detector.counts[0] = 65535
+    detector._count([key])
+    assert detector.counts[0] == 65536
+    assert pickle.loads(pickle.dumps(detector)).counts == detector.counts
