@@ -72,6 +72,7 @@ ACTION_RESULTS = TopicSpec(
     "aiops.actions.results", "One or more results for every action request.", single_partition=True
 )
 
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) gives a record with this key."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
