@@ -5,15 +5,17 @@
 Runs ``aiops backtest``'s code (``pipeline.backtest``) over ``<nab>/data``, so the numbers are
 those of the detector the pipeline runs, then scores the output with the shared, independent
 scorer ``../shared/tools/nab_score.py`` (all three NAB profiles, one corpus-wide threshold each).
-Prints the scores, points per second and peak memory, and a markdown table with the published
-full-corpus results. The data is not part of the project: without it the benchmark says so and
-exits cleanly.
+Prints the scores, points per second, peak memory, the state per series after 20,000 points,
+and a markdown table with the published full-corpus results. The data is not part of the
+project: without it the benchmark says so and exits cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import pickle
 import platform
 import resource
 import subprocess
@@ -22,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.backtest import run_backtest, text_progress
+from pipeline.detectors import make_detector
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NAB = ROOT.parent / "shared" / "data" / "nab"
@@ -70,6 +73,21 @@ def markdown_table(detector: str, scores: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
+def state_bytes(data: Path, detector: str, points: int = 20_000) -> tuple[int, int]:
+    """Smallest and largest pickled size of the detector after ``points`` points of each series
+    (a series shorter than that is replayed end to end until the count is reached)."""
+    sizes = []
+    for path in sorted(data.rglob("*.csv")):
+        values = [float(row["value"]) for row in csv.DictReader(path.open())]
+        model = make_detector(detector)
+        for i in range(points):
+            x = values[i % len(values)]
+            model.score_one(x)
+            model.learn_one(x)
+        sizes.append(len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)))
+    return min(sizes), max(sizes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--detector", default="ensemble_likelihood")
@@ -97,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(f"{name}={scores[name]:.1f}" for name in PROFILES)
         + "  (26 dev series; published scores are on the full 58-series corpus)\n"
     )
+    smallest, largest = state_bytes(args.nab / "data", args.detector)
+    print(f"state per series after 20,000 points (pickled): {smallest:,} to {largest:,} bytes\n")
     print(markdown_table(args.detector, scores))
     return 0
 

@@ -102,7 +102,7 @@ def serve(bootstrap: str, group: str, expected: str, workdir: str, source: str, 
     output = app.topic(f"bench.quix.windows-{group}", value_serializer="json")
 
     sdf = app.dataframe(metrics)
-    sdf = sdf.apply(lambda batch: batch["metrics"], expand=True)
+    sdf = sdf.apply(lambda record: record["metrics"] if "metrics" in record else [record], expand=True)
     sdf = sdf.group_by(lambda sample: f"{sample['service_name']}/{sample['metric_name']}", name="series")
     # Event time is set after the repartition: the bench's samples are months old, and repartition
     # records stamped with it would fall out of the topic's retention (copied from aiops.metrics).
