@@ -73,7 +73,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bench.throughput import machine
+from bench.common import machine
 from connectors.kafka_local import LocalKafka, free_port
 from pipeline import topics
 from pipeline.config import Settings

@@ -42,16 +42,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import multiprocessing
-import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -61,10 +59,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bench.throughput import cpu_seconds, machine
+from bench.common import broker, cpu_seconds, machine, running_worker, worker_env
 from pipeline import topics
 from pipeline.config import Settings
 from pipeline.producer import MetricsProducer
+from pipeline.windows import percentile
 from schemas import STANDARD_METRICS, Anomaly, MetricSample, WindowAggregate, decode
 from tests.support import wait_for_members, wait_until_drained
 
@@ -84,37 +83,6 @@ NOISE = 0.03
 
 
 # --- the worker -----------------------------------------------------------------------------
-
-
-def worker_env(bootstrap: str, app_id: str, workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return (
-        os.environ
-        | {
-            "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
-            "AIOPS_APP_ID": app_id,
-            "AIOPS_DATA_DIR": str(workdir),
-            "AIOPS_SQLITE_PATH": str(workdir / "bench.sqlite"),
-            "AIOPS_LOG_LEVEL": "WARNING",
-        }
-        | (extra or {})
-    )
-
-
-@contextlib.contextmanager
-def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """One `aiops worker` subprocess, stopped (SIGTERM, then SIGKILL) when the block ends, also on error."""
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
-        try:
-            yield worker
-        finally:
-            if worker.poll() is None:
-                worker.terminate()
-                try:
-                    worker.wait(60)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait(10)
 
 
 def log_tail(log_path: Path, chars: int = 3000) -> str:
@@ -214,19 +182,6 @@ async def drained_within(bootstrap: str, group: str, timeout: float) -> bool:
     except AssertionError:
         return False
     return True
-
-
-@contextlib.asynccontextmanager
-async def broker() -> AsyncIterator[str]:
-    """KAFKA_BOOTSTRAP if set, else a fresh local broker stopped at the end; the topics ensured."""
-    with contextlib.ExitStack() as stack:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-        if not bootstrap:
-            from connectors.kafka_local import LocalKafka
-
-            bootstrap = stack.enter_context(LocalKafka()).bootstrap
-        await topics.ensure_topics(Settings(kafka_bootstrap=bootstrap))
-        yield bootstrap
 
 
 # --- the load --------------------------------------------------------------------------------
@@ -400,12 +355,6 @@ class Watcher:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read aiops.windows and aiops.anomalies to their end in {timeout:.0f}s")
             await asyncio.sleep(0.2)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def summary(values: list[float]) -> str:

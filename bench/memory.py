@@ -47,21 +47,18 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.common import broker, machine, running_worker, worker_env
 from bench.latency import (
     DEFAULT_AGENTS,
     backlog,
-    broker,
     check_alive,
     drained_within,
     end_offsets,
     level_of,
     partitions_of,
-    running_worker,
     start_group_at_end,
     until_worker_ready,
-    worker_env,
 )
-from bench.throughput import machine
 from pipeline.config import Settings
 from pipeline.producer import MetricsProducer
 from schemas import STANDARD_METRICS, MetricSample

@@ -5,7 +5,7 @@
 Needs the ``quixstreams`` package (``.venv/bin/pip install quixstreams``). Measured: one Quix
 Streams application in a subprocess, from its start (imports, topic creation, group join
 included) until every sample has gone through its window step, and that process's CPU seconds
-(all threads, librdkafka's too, read from /proc like ``bench.throughput.cpu_seconds``).
+(all threads, librdkafka's too, read from /proc like ``bench.common.cpu_seconds``).
 
 Why the comparison is fair: the input is the same, records published by ``bench.throughput.publish``
 (``{"metrics": [sample, ...]}`` batches on ``aiops.metrics``), read from the earliest offset by a
@@ -130,7 +130,7 @@ def run_quix_window_mean(
     Processed means aggregated into a window or dropped by it as late; both counts are printed.
     ``grace_ms`` defaults to the pipeline's lateness; a larger one takes in a replay's stragglers.
     """
-    from bench.throughput import cpu_seconds
+    from bench.common import cpu_seconds
     from pipeline.topics import METRICS
     from pipeline.windows import WindowSpec
 
@@ -181,7 +181,8 @@ def run_quix_window_mean(
 
 
 async def main(args: argparse.Namespace) -> None:
-    from bench.throughput import machine, publish
+    from bench.common import machine
+    from bench.throughput import publish
     from connectors.kafka_local import LocalKafka
     from pipeline import topics
     from pipeline.config import Settings

@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.common import machine
 from connectors.sqlite_store import SqliteStore
 from schemas import STANDARD_METRICS, MetricSample
 
@@ -40,16 +41,6 @@ def samples(count: int, services: int = 50) -> list[MetricSample]:
     ]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200_000)
@@ -68,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"stored {stored} of {len(data)} samples: the event ids collided, fix samples()")
     print(
         f"sqlite ingest: {stored / elapsed:,.0f} samples/s ({stored:,} samples in batches of {args.batch:,}, "
-        f"{elapsed:.2f} s; {stored / cpu:,.0f} samples per CPU-second) | {cpu_model()}, {os.cpu_count()} cores, "
+        f"{elapsed:.2f} s; {stored / cpu:,.0f} samples per CPU-second) | {machine()}, "
         f"load {os.getloadavg()[0]:.2f} | SQLite {sqlite3.sqlite_version}, Python {platform.python_version()}"
     )
 

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,25 +23,13 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.common import broker, cpu_seconds, machine, running_worker, worker_env
 from pipeline import topics
-from pipeline.config import Settings
 from pipeline.ingest import parse_metrics_record
 from schemas import STANDARD_METRICS, MetricBatch, MetricSample, encode
 from tests.support import wait_until_drained
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        "unknown CPU",
-    )
-    return f"{model}, {os.cpu_count()} cores"
 
 
 async def publish(bootstrap: str, samples: int, services: int, batch: int) -> int:
@@ -97,54 +81,30 @@ async def bare_consumer(bootstrap: str, expected: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def pipeline(bootstrap: str, workdir: Path) -> tuple[float, float]:
     """Seconds from the worker's start until it committed everything, and its CPU seconds."""
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
-    env = os.environ | {
-        "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
-        "AIOPS_APP_ID": app_id,
-        "AIOPS_DATA_DIR": str(workdir),
-        "AIOPS_SQLITE_PATH": str(workdir / "bench.sqlite"),
-        "AIOPS_LOG_LEVEL": "WARNING",
-        # The stream only: the store's writes are measured by bench.store_ingest and run on their own workers.
-        "AIOPS_WORKER_AGENTS": "ingest,detect",
-    }
-    log = (workdir / "worker.log").open("wb")
+    # The stream only: the store's writes are measured by bench.store_ingest and run on their own workers.
+    env = worker_env(bootstrap, app_id, workdir, {"AIOPS_WORKER_AGENTS": "ingest,detect"})
     started = time.perf_counter()
-    worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
-    try:
+    with running_worker(env, workdir / "worker.log") as worker:
         stages = [topics.METRICS.name, topics.METRIC_SAMPLES.name]
         await wait_until_drained(bootstrap, app_id, stages, timeout=3600)
         return time.perf_counter() - started, cpu_seconds(worker.pid)
-    finally:
-        worker.terminate()
-        worker.wait(60)
 
 
 async def main(args: argparse.Namespace) -> None:
-    with contextlib.ExitStack() as stack:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-        if not bootstrap:
-            from connectors.kafka_local import LocalKafka
-
-            bootstrap = stack.enter_context(LocalKafka()).bootstrap
-        await topics.ensure_topics(Settings(kafka_bootstrap=bootstrap))
+    async with broker() as bootstrap:
         sent = await publish(bootstrap, args.samples, args.services, args.batch)
         bare, bare_cpu = await bare_consumer(bootstrap, sent)
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aiops-bench-")))
-        full, full_cpu = await pipeline(bootstrap, workdir)
-        rows = [
-            ("bare aiokafka consumer, decode only", bare, bare_cpu),
-            ("pipeline (one worker: ingest, windows, detection)", full, full_cpu),
-        ]
-        quix = quix_row(bootstrap, sent, workdir)
-    if quix:
-        rows.append(quix)
+        with tempfile.TemporaryDirectory(prefix="aiops-bench-") as tmp:
+            workdir = Path(tmp)
+            full, full_cpu = await pipeline(bootstrap, workdir)
+            quix = quix_row(bootstrap, sent, workdir)
+    rows = [
+        ("bare aiokafka consumer, decode only", bare, bare_cpu),
+        ("pipeline (one worker: ingest, windows, detection)", full, full_cpu),
+    ] + ([quix] if quix else [])
     print(f"\n{sent:,} samples, {args.services * len(STANDARD_METRICS):,} series, {args.batch} samples per record")
     print(f"machine: {machine()}\n")
     print("| consumer | samples/s | CPU s per million samples |\n| --- | ---: | ---: |")

@@ -1,0 +1,76 @@
+"""What every benchmark needs: the machine it ran on, a broker, and a measured worker process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from pipeline import topics
+from pipeline.config import Settings
+
+
+def machine() -> str:
+    """CPU model and core count, for the report next to the numbers."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        "unknown CPU",
+    )
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a running process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.asynccontextmanager
+async def broker() -> AsyncIterator[str]:
+    """KAFKA_BOOTSTRAP if set, else a fresh local broker stopped at the end; the topics ensured."""
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            from connectors.kafka_local import LocalKafka
+
+            bootstrap = stack.enter_context(LocalKafka()).bootstrap
+        await topics.ensure_topics(Settings(kafka_bootstrap=bootstrap))
+        yield bootstrap
+
+
+def worker_env(bootstrap: str, app_id: str, workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return (
+        os.environ
+        | {
+            "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
+            "AIOPS_APP_ID": app_id,
+            "AIOPS_DATA_DIR": str(workdir),
+            "AIOPS_SQLITE_PATH": str(workdir / "bench.sqlite"),
+            "AIOPS_LOG_LEVEL": "WARNING",
+        }
+        | (extra or {})
+    )
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """One `aiops worker` subprocess, stopped (SIGTERM, then SIGKILL) when the block ends, also on error."""
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
+        try:
+            yield worker
+        finally:
+            if worker.poll() is None:
+                worker.terminate()
+                try:
+                    worker.wait(60)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait(10)
