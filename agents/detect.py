@@ -22,7 +22,9 @@ from schemas import MetricBatch
 
 @app.agent(metric_samples_topic)
 async def detect(stream):
-    async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
+    # Events are acknowledged by flush_service_states, once the states they changed are written.
+    async for events in stream.noack_take(settings.batch_max_records, within=settings.batch_max_seconds):
+        generation = service_states.generation
         batch = SampleBatch(service_states.get, window_spec, detection_settings)
         for event in events:
             samples = await decode_or_dead_letter(event, MetricBatch)
@@ -35,11 +37,13 @@ async def detect(stream):
             try:
                 batch.add(samples.metrics, origin)
             except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
-                # An exception here would crash the agent after Faust had acknowledged the batch:
-                # the record goes to the dead-letter topic instead, with the reason, to be replayed.
                 await dead_letter(event, event.value or b"", f"detection failed: {err!r}"[:1000])
         await send_delivered(windows_topic, batch.windows)
         await send_delivered(anomalies_topic, batch.anomalies)
         await send_delivered(service_health_topic, batch.health)
-        for service, state in batch.states.items():
-            service_states[service] = state
+        service_states.hold(batch.states, events, generation)
+
+
+@app.timer(settings.state_flush_seconds)
+async def flush_service_states() -> None:
+    service_states.flush()

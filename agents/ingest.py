@@ -15,7 +15,8 @@ from schemas import encode
 @app.agent(metrics_topic)
 async def ingest_metrics(stream):
     partitions = topics.METRIC_SAMPLES.partitions(settings)
-    async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
+    # Acknowledged only once the output is delivered: if sending fails, the offsets stay where they were.
+    async for events in stream.noack_take(settings.batch_max_records, within=settings.batch_max_seconds):
         pending = []
         for event in events:
             message = event.message
@@ -27,3 +28,5 @@ async def ingest_metrics(stream):
             for rejection in result.rejected:
                 await dead_letter(event, rejection.payload, rejection.reason)
         await asyncio.gather(*pending)
+        for event in events:
+            event.ack()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
+from faust.types import TP, EventT
 
 from pipeline import topics
 from pipeline.config import get_settings
@@ -73,18 +75,30 @@ class StateTable:
     and the changelog is partitioned by key like that topic: each service's state lives on the
     partition of its records, so it moves with them when workers come and go. Only this app's
     workers write the changelog; keep it closed to other producers like any state store.
+
+    An agent that changes many states per batch :meth:`hold` s them with the batch's events, and
+    a timer :meth:`flush` es them, as Kafka Streams caches a store between commits: each state is
+    pickled once per flush instead of once per batch, and stays in memory as an object, read
+    back without unpickling until the changelog holds a value this worker did not write.
     """
 
     def __init__(self, name: str, source: topics.TopicSpec) -> None:
+        self._source = source.name
+        self._partitions = source.partitions(settings)
         table = _KeyPartitionedTable(
             app,
             name=name,
-            partitions=source.partitions(settings),
+            partitions=self._partitions,
             key_type=bytes,
             value_type=bytes,
             beacon=app.tables.beacon,
         )
         self._table = app.tables.add(table)
+        self._live: dict[str, tuple[bytes | None, Any]] = {}
+        """Held services: the changelog value when the object was held or last written, and the object."""
+        self._changed: set[str] = set()
+        self._held: list[EventT] = []
+        self._generation = 0
 
     def get(self, service: str) -> Any:
         """The service's state; None for a new service, or for a state this code cannot read.
@@ -95,6 +109,9 @@ class StateTable:
         batch's offsets were committed.
         """
         raw = self._table.get(service.encode())
+        live = self._live.get(service)
+        if live is not None and live[0] is raw:
+            return live[1]
         if raw is None:
             return None
         try:
@@ -107,7 +124,71 @@ class StateTable:
             return None
 
     def __setitem__(self, service: str, value: Any) -> None:
+        """Write ``value`` to the changelog now."""
         self._table[service.encode()] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        self._live.pop(service, None)
+        self._changed.discard(service)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the worker loses partitions: read it before a batch, pass it to :meth:`hold`."""
+        return self._generation
+
+    def hold(self, states: Mapping[str, Any], events: Iterable[EventT], generation: int) -> None:
+        """Keep ``states`` in memory and leave ``events`` (which changed them) unacknowledged until
+        the next :meth:`flush`. The events must come from a stream that does not acknowledge them
+        itself (``noack_take``).
+
+        A batch begun before a rebalance (``generation`` is not current) is dropped: its states
+        may belong to another worker now, and its events come again to whoever owns them (Faust
+        rebalances eagerly: every partition is revoked, and read again from its committed offset).
+        """
+        if generation != self._generation:
+            for service in states:
+                self._live.pop(service, None)
+                self._changed.discard(service)
+            return
+        for service, value in states.items():
+            self._live[service] = (self._table.get(service.encode()), value)
+            self._changed.add(service)
+        self._held.extend(events)
+
+    def flush(self) -> None:
+        """Write every held state to the changelog, then acknowledge the held events.
+
+        Faust commits an offset only once its event is acknowledged, and flushes its producer
+        (so the changelog too) before it commits: a committed offset is never ahead of the state
+        built from its record. After a crash the uncommitted records come again, and the state
+        recognises what it has already applied (see :class:`pipeline.windows.Origin`).
+        """
+        for service in self._changed:
+            value = self._live[service][1]
+            raw = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            self._table[service.encode()] = raw
+            self._live[service] = (raw, value)
+        self._changed.clear()
+        held, self._held = self._held, []
+        for event in held:
+            event.ack()
+
+    def forget(self, revoked: Iterable[TP]) -> None:
+        """Drop the states and events of source partitions this worker no longer owns.
+
+        Their unwritten changes are lost on purpose: their events were never acknowledged, so
+        the partition's next owner reads them again from the last committed offset.
+        """
+        gone = {tp.partition for tp in revoked if tp.topic == self._source}
+        if not gone:
+            return
+        self._generation += 1
+        for service in [s for s in self._live if topics.partition_for(s.encode(), self._partitions) in gone]:
+            del self._live[service]
+            self._changed.discard(service)
+        self._held = [
+            event
+            for event in self._held
+            if not (event.message.topic == self._source and event.message.partition in gone)
+        ]
 
 
 metrics_topic = faust_topic(topics.METRICS)
@@ -129,3 +210,8 @@ sink_inbox = app.topic(
 service_states = StateTable("services", topics.METRIC_SAMPLES)
 policy_states = StateTable("policy", topics.ANOMALIES)
 actuator_states = StateTable("actuator", topics.ACTION_REQUESTS)
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked_service_states(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+    service_states.forget(revoked)
