@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -64,8 +64,17 @@ class _KeyPartitionedTable(faust.Table):
     which is the partition of the key's records in the source topic. Faust's own option for this
     asks the producer for topic metadata, which it may not have yet right after start-up."""
 
+    on_rebalanced: Callable[[], None] | None = None
+
     def partition_for_key(self, key: Any) -> int:
         return topics.partition_for(key, self.partitions)
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        if self.on_rebalanced is not None:
+            self.on_rebalanced()
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 
 class StateTable:
@@ -93,6 +102,7 @@ class StateTable:
             value_type=bytes,
             beacon=app.tables.beacon,
         )
+        table.on_rebalanced = self.forget
         self._table = app.tables.add(table)
         self._live: dict[str, tuple[bytes | None, Any]] = {}
         """Held services: the changelog value when the object was held or last written, and the object."""
@@ -105,8 +115,8 @@ class StateTable:
 
         A state saved by another version of the code (a rolling upgrade, a worker taking over
         from an older one) may no longer unpickle. The service then starts afresh, loudly: an
-        agent that crashed on it instead would be restarted by Faust and crash again, while its
-        batch's offsets were committed.
+        agent that crashed on it instead would be restarted by Faust and crash again on the same
+        records.
         """
         raw = self._table.get(service.encode())
         live = self._live.get(service)
@@ -131,7 +141,7 @@ class StateTable:
 
     @property
     def generation(self) -> int:
-        """Changes whenever the worker loses partitions: read it before a batch, pass it to :meth:`hold`."""
+        """Changes at every rebalance: read it before a batch, pass it to :meth:`hold`."""
         return self._generation
 
     def hold(self, states: Mapping[str, Any], events: Iterable[EventT], generation: int) -> None:
@@ -140,13 +150,9 @@ class StateTable:
         itself (``noack_take``).
 
         A batch begun before a rebalance (``generation`` is not current) is dropped: its states
-        may belong to another worker now, and its events come again to whoever owns them (Faust
-        rebalances eagerly: every partition is revoked, and read again from its committed offset).
+        may belong to another worker now, and its events come again (see :meth:`forget`).
         """
         if generation != self._generation:
-            for service in states:
-                self._live.pop(service, None)
-                self._changed.discard(service)
             return
         for service, value in states.items():
             self._live[service] = (self._table.get(service.encode()), value)
@@ -171,24 +177,18 @@ class StateTable:
         for event in held:
             event.ack()
 
-    def forget(self, revoked: Iterable[TP]) -> None:
-        """Drop the states and events of source partitions this worker no longer owns.
+    def forget(self) -> None:
+        """Drop every unwritten state and unacknowledged event: called at each rebalance.
 
-        Their unwritten changes are lost on purpose: their events were never acknowledged, so
-        the partition's next owner reads them again from the last committed offset.
+        Faust rebalances eagerly: every partition is revoked, and the ones this worker gets back
+        are read again from their committed offsets, as the others are by their new owners. The
+        held events are among those records, and the states read afresh from the changelog
+        recognise whatever of them they already hold.
         """
-        gone = {tp.partition for tp in revoked if tp.topic == self._source}
-        if not gone:
-            return
         self._generation += 1
-        for service in [s for s in self._live if topics.partition_for(s.encode(), self._partitions) in gone]:
-            del self._live[service]
-            self._changed.discard(service)
-        self._held = [
-            event
-            for event in self._held
-            if not (event.message.topic == self._source and event.message.partition in gone)
-        ]
+        self._live.clear()
+        self._changed.clear()
+        self._held.clear()
 
 
 metrics_topic = faust_topic(topics.METRICS)
@@ -210,8 +210,3 @@ sink_inbox = app.topic(
 service_states = StateTable("services", topics.METRIC_SAMPLES)
 policy_states = StateTable("policy", topics.ANOMALIES)
 actuator_states = StateTable("actuator", topics.ACTION_REQUESTS)
-
-
-@app.on_partitions_revoked.connect
-async def forget_revoked_service_states(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-    service_states.forget(revoked)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from faust.types import TP
-
 from pipeline import topics
-from pipeline.app import StateTable, settings
+from pipeline.app import StateTable
 
 SOURCE = topics.METRIC_SAMPLES.name
-PARTITIONS = topics.METRIC_SAMPLES.partitions(settings)
 _names = itertools.count()
 
 
@@ -41,10 +38,6 @@ def table() -> StateTable:
     return StateTable(f"test-states-{next(_names)}", topics.METRIC_SAMPLES)
 
 
-def partition_of(service: str) -> int:
-    return topics.partition_for(service.encode(), PARTITIONS)
-
-
 def test_a_held_state_is_read_back_as_is_and_its_events_wait_for_the_flush():
     states, state, held = table(), {"windows": 1}, event(0)
     states.hold({"svc": state}, [held], states.generation)
@@ -70,27 +63,18 @@ def test_a_value_this_worker_did_not_write_is_read_from_the_changelog():
 def test_a_batch_begun_before_a_rebalance_is_dropped_and_its_events_stay_unacknowledged():
     states, late = table(), event(0)
     before = states.generation
-    states.forget([TP(SOURCE, partition_of("svc"))])
+    states.forget()
     states.hold({"svc": {"stale": True}}, [late], before)
     states.flush()
     assert states.get("svc") is None and not late.acked
 
 
-def test_forgetting_a_partition_drops_only_its_unwritten_states_and_events():
-    states = table()
-    services = [f"svc-{i}" for i in range(40)]
-    lost = partition_of(services[0])
-    events = [event(partition) for partition in range(PARTITIONS)]
-    states.hold({service: {"n": i} for i, service in enumerate(services)}, events, states.generation)
-    states.forget([TP(SOURCE, lost), TP("another-topic", 0)])
+def test_a_rebalance_drops_every_unwritten_state_and_unacknowledged_event():
+    states, written, unwritten = table(), event(0), event(1)
+    states.hold({"kept": {"n": 1}}, [written], states.generation)
     states.flush()
-    for i, service in enumerate(services):
-        assert states.get(service) == (None if partition_of(service) == lost else {"n": i})
-    assert [e.acked for e in events] == [e.message.partition != lost for e in events]
-
-
-def test_partitions_of_other_topics_change_nothing():
-    states = table()
-    generation = states.generation
-    states.forget([TP("aiops.anomalies", 0)])
-    assert states.generation == generation
+    states.hold({"kept": {"n": 2}, "new": {"n": 1}}, [unwritten], states.generation)
+    states.forget()
+    states.flush()
+    assert states.get("kept") == {"n": 1} and states.get("new") is None
+    assert written.acked and not unwritten.acked
