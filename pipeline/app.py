@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
-from faust.types import TP, EventT
 
 from pipeline import topics
 from pipeline.config import get_settings
@@ -64,17 +62,8 @@ class _KeyPartitionedTable(faust.Table):
     which is the partition of the key's records in the source topic. Faust's own option for this
     asks the producer for topic metadata, which it may not have yet right after start-up."""
 
-    on_rebalanced: Callable[[], None] | None = None
-
     def partition_for_key(self, key: Any) -> int:
         return topics.partition_for(key, self.partitions)
-
-    async def on_rebalance(
-        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
-    ) -> None:
-        if self.on_rebalanced is not None:
-            self.on_rebalanced()
-        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 
 class StateTable:
@@ -84,44 +73,28 @@ class StateTable:
     and the changelog is partitioned by key like that topic: each service's state lives on the
     partition of its records, so it moves with them when workers come and go. Only this app's
     workers write the changelog; keep it closed to other producers like any state store.
-
-    An agent that changes many states per batch :meth:`hold` s them with the batch's events, and
-    a timer :meth:`flush` es them, as Kafka Streams caches a store between commits: each state is
-    pickled once per flush instead of once per batch, and stays in memory as an object, read
-    back without unpickling until the changelog holds a value this worker did not write.
     """
 
     def __init__(self, name: str, source: topics.TopicSpec) -> None:
-        self._source = source.name
-        self._partitions = source.partitions(settings)
         table = _KeyPartitionedTable(
             app,
             name=name,
-            partitions=self._partitions,
+            partitions=source.partitions(settings),
             key_type=bytes,
             value_type=bytes,
             beacon=app.tables.beacon,
         )
-        table.on_rebalanced = self.forget
         self._table = app.tables.add(table)
-        self._live: dict[str, tuple[bytes | None, Any]] = {}
-        """Held services: the changelog value when the object was held or last written, and the object."""
-        self._changed: set[str] = set()
-        self._held: list[EventT] = []
-        self._generation = 0
 
     def get(self, service: str) -> Any:
         """The service's state; None for a new service, or for a state this code cannot read.
 
         A state saved by another version of the code (a rolling upgrade, a worker taking over
         from an older one) may no longer unpickle. The service then starts afresh, loudly: an
-        agent that crashed on it instead would be restarted by Faust and crash again on the same
-        records.
+        agent that crashed on it instead would be restarted by Faust and crash again, while its
+        batch's offsets were committed.
         """
         raw = self._table.get(service.encode())
-        live = self._live.get(service)
-        if live is not None and live[0] is raw:
-            return live[1]
         if raw is None:
             return None
         try:
@@ -134,61 +107,7 @@ class StateTable:
             return None
 
     def __setitem__(self, service: str, value: Any) -> None:
-        """Write ``value`` to the changelog now."""
         self._table[service.encode()] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        self._live.pop(service, None)
-        self._changed.discard(service)
-
-    @property
-    def generation(self) -> int:
-        """Changes at every rebalance: read it before a batch, pass it to :meth:`hold`."""
-        return self._generation
-
-    def hold(self, states: Mapping[str, Any], events: Iterable[EventT], generation: int) -> None:
-        """Keep ``states`` in memory and leave ``events`` (which changed them) unacknowledged until
-        the next :meth:`flush`. The events must come from a stream that does not acknowledge them
-        itself (``noack_take``).
-
-        A batch begun before a rebalance (``generation`` is not current) is dropped: its states
-        may belong to another worker now, and its events come again (see :meth:`forget`).
-        """
-        if generation != self._generation:
-            return
-        for service, value in states.items():
-            self._live[service] = (self._table.get(service.encode()), value)
-            self._changed.add(service)
-        self._held.extend(events)
-
-    def flush(self) -> None:
-        """Write every held state to the changelog, then acknowledge the held events.
-
-        Faust commits an offset only once its event is acknowledged, and flushes its producer
-        (so the changelog too) before it commits: a committed offset is never ahead of the state
-        built from its record. After a crash the uncommitted records come again, and the state
-        recognises what it has already applied (see :class:`pipeline.windows.Origin`).
-        """
-        for service in self._changed:
-            value = self._live[service][1]
-            raw = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            self._table[service.encode()] = raw
-            self._live[service] = (raw, value)
-        self._changed.clear()
-        held, self._held = self._held, []
-        for event in held:
-            event.ack()
-
-    def forget(self) -> None:
-        """Drop every unwritten state and unacknowledged event: called at each rebalance.
-
-        Faust rebalances eagerly: every partition is revoked, and the ones this worker gets back
-        are read again from their committed offsets, as the others are by their new owners. The
-        held events are among those records, and the states read afresh from the changelog
-        recognise whatever of them they already hold.
-        """
-        self._generation += 1
-        self._live.clear()
-        self._changed.clear()
-        self._held.clear()
 
 
 metrics_topic = faust_topic(topics.METRICS)

@@ -33,13 +33,6 @@ class Settings(BaseSettings):
     batch_max_seconds: float = Field(
         0.2, gt=0, le=10, description="How long an agent waits to fill a batch: bounds the added latency."
     )
-    state_flush_seconds: float = Field(
-        5,
-        gt=0,
-        le=300,
-        description="How often a worker writes changed per-service state to its changelog; offsets are committed "
-        "only after. Longer writes less, and replays more after a crash.",
-    )
     window_seconds: float = Field(10, gt=0, le=3600, description="Size of the tumbling windows, in event time.")
     allowed_lateness_seconds: float = Field(
         5, ge=0, le=3600, description="How long after its end a window waits for late samples before it closes."

@@ -9,12 +9,12 @@ verdict, or the reverse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pipeline.detection import DetectionSettings, ServiceDetection
-from pipeline.windows import OriginRuns, ServiceWindows, WindowSpec
-from schemas import Anomaly, HealthStatus, MetricSample, ServiceHealth, WindowAggregate
+from pipeline.windows import Origin, ServiceWindows, WindowSpec
+from schemas import Anomaly, MetricSample, ServiceHealth, WindowAggregate
 
 
 @dataclass
@@ -37,38 +37,27 @@ class SampleBatch:
         self._spec = spec
         self._settings = settings
         self.states: dict[str, ServiceState] = {}
-        self.samples = 0
         self.windows: list[WindowAggregate] = []
         self.anomalies: list[Anomaly] = []
-        self._spell_starts: list[ServiceHealth] = []
-        self._status: dict[str, HealthStatus] = {}
-        self._moved_on: set[str] = set()
-        """Services judged again since the start of their current spell."""
+        self._health_changes: list[ServiceHealth] = []
+        self._latest_health: dict[str, ServiceHealth] = {}
 
-    def add(self, samples: Sequence[MetricSample], runs: OriginRuns) -> None:
-        """Apply the samples of one record, read at the origins ``runs`` describe."""
-        if sum(count for _, count in runs) != len(samples):
-            raise ValueError(f"origin runs cover {sum(c for _, c in runs)} samples, the record has {len(samples)}")
-        self.samples += len(samples)
-        first = 0
-        for origin, count in runs:
-            for index in range(count):
-                sample = samples[first + index]
-                state = self._state(sample.service_name)
-                for window in state.windows.add(self._spec, sample, origin, index):
-                    self.windows.append(window)
-                    self._judge(state, window)
-            first += count
+    def add(self, samples: Iterable[MetricSample], origin: Origin) -> None:
+        """Apply the samples of one record, whose first sample was read at ``origin``."""
+        for index, sample in enumerate(samples):
+            state = self._state(sample.service_name)
+            for window in state.windows.add(self._spec, sample, origin.at(index)):
+                self.windows.append(window)
+                self._judge(state, window)
 
     @property
     def health(self) -> list[ServiceHealth]:
-        """Each service's health where a spell of one status began in the batch, then its latest.
+        """Every change of status in the batch, then each service's latest health.
 
-        A batch keeps every spell, not only the last state: a catching-up worker must not hide a
-        critical spell that is already over. Health is built only at those points, not per window.
+        A batch keeps the changes, not only the last state: a catching-up worker must not hide
+        a critical spell that is already over.
         """
-        latest = [self.states[service].detection.snapshot.health(service) for service in self._moved_on]
-        return self._spell_starts + latest
+        return self._health_changes + list(self._latest_health.values())
 
     def _state(self, service: str) -> ServiceState:
         state = self.states.get(service)
@@ -80,13 +69,10 @@ class SampleBatch:
         outcome = state.detection.observe(window, self._settings)
         if outcome is None:
             return
-        anomaly, status = outcome
+        anomaly, health = outcome
         if anomaly is not None:
             self.anomalies.append(anomaly)
-        service = window.service_name
-        if self._status.get(service) != status:
-            self._status[service] = status
-            self._spell_starts.append(state.detection.snapshot.health(service))
-            self._moved_on.discard(service)
-        else:
-            self._moved_on.add(service)
+        previous = self._latest_health.get(window.service_name)
+        if previous is not None and previous.status != health.status:
+            self._health_changes.append(previous)
+        self._latest_health[window.service_name] = health

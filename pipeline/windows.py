@@ -26,9 +26,7 @@ class Origin:
     """Where a sample was first read: source partition, record offset, index in its batch.
 
     Samples of one series from one source partition arrive in increasing position, and a
-    redelivery repeats positions already seen: that is what makes replays detectable. Ingest
-    merges the samples of many producer records into one record per partition, so such a
-    record carries its samples' origins as runs (see :func:`runs_header`).
+    redelivery repeats positions already seen: that is what makes replays detectable.
     """
 
     source: str
@@ -38,30 +36,17 @@ class Origin:
     def of(cls, topic: str, partition: int, offset: int, index: int = 0) -> Origin:
         return cls(f"{topic}/{partition}", offset * MAX_BATCH + index)
 
-    def shifted(self, index: int) -> Origin:
-        """The origin of the ``index``-th sample from here on."""
+    def header(self) -> bytes:
+        return f"{self.source}@{self.position}".encode()
+
+    @classmethod
+    def from_header(cls, value: bytes) -> Origin:
+        source, _, position = value.decode().rpartition("@")
+        return cls(source, int(position))
+
+    def at(self, index: int) -> Origin:
+        """The origin of the ``index``-th sample of the batch this origin starts."""
         return Origin(self.source, self.position + index)
-
-
-OriginRuns = list[tuple[Origin, int]]
-"""Where the samples of one record came from, in order: (origin of a run's first sample, run length)."""
-
-
-def runs_header(runs: OriginRuns) -> bytes:
-    """``source@position*count`` per run, ``;``-separated: the Kafka header of a record of samples."""
-    return ";".join(f"{origin.source}@{origin.position}*{count}" for origin, count in runs).encode()
-
-
-def runs_from_header(value: bytes) -> OriginRuns:
-    """The runs of :func:`runs_header`; ValueError if the header is not one."""
-    runs = []
-    for run in value.decode().split(";"):
-        origin, _, count = run.rpartition("*")
-        source, _, position = origin.rpartition("@")
-        if not source:
-            raise ValueError(f"not an origin run: {run!r}")
-        runs.append((Origin(source, int(position)), int(count)))
-    return runs
 
 
 @dataclass(slots=True)
@@ -79,10 +64,8 @@ class OpenWindow:
     def add(self, ts_ms: int, value: float) -> None:
         self.count += 1
         self.total += value
-        if value < self.minimum:
-            self.minimum = value
-        if value > self.maximum:
-            self.maximum = value
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
         if ts_ms >= self.last_ms:
             self.last, self.last_ms = value, ts_ms
         if self.values is not None and self.count % self.stride == 0:
@@ -109,39 +92,33 @@ class WindowSpec:
     size_ms: int = 10_000
     lateness_ms: int = 5_000
 
+    def start_of(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.size_ms
+
 
 def wants_p95(metric_name: str) -> bool:
     return "latency" in metric_name
 
 
 def add_sample(
-    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, origin: Origin | None = None, index: int = 0
+    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, origin: Origin | None = None
 ) -> list[WindowAggregate]:
-    """Apply one sample, the ``index``-th of the record read at ``origin``; returns the windows it
-    closed, oldest first (usually none)."""
+    """Apply one sample; returns the windows it closed, oldest first (usually none)."""
     if origin is not None:
-        position = origin.position + index
-        if position <= state.applied.get(origin.source, -1):
+        if origin.position <= state.applied.get(origin.source, -1):
             return []
-        state.applied[origin.source] = position
+        state.applied[origin.source] = origin.position
     ts_ms = int(sample.timestamp.timestamp() * 1000)
-    start = ts_ms - ts_ms % spec.size_ms
-    end = start + spec.size_ms
-    if end <= state.closed_until_ms:
+    start = spec.start_of(ts_ms)
+    if start + spec.size_ms <= state.closed_until_ms:
         state.late_samples += 1
         return []
     window = state.open.get(start)
     if window is None:
         window = state.open[start] = OpenWindow(start, values=[] if wants_p95(sample.metric_name) else None)
     window.add(ts_ms, sample.value)
-    advanced = ts_ms > state.watermark_ms
-    if advanced:
-        state.watermark_ms = ts_ms
-    until = state.watermark_ms - spec.lateness_ms
-    # Only a rising watermark, or a window already past it, can close anything.
-    if (advanced or end <= until) and min(state.open) + spec.size_ms <= until:
-        return close_due(spec, state, sample.service_name, sample.metric_name, until)
-    return []
+    state.watermark_ms = max(state.watermark_ms, ts_ms)
+    return close_due(spec, state, sample.service_name, sample.metric_name, state.watermark_ms - spec.lateness_ms)
 
 
 def close_due(
@@ -191,10 +168,8 @@ class ServiceWindows:
 
     series: dict[str, SeriesWindows] = field(default_factory=dict)
 
-    def add(
-        self, spec: WindowSpec, sample: MetricSample, origin: Origin | None = None, index: int = 0
-    ) -> list[WindowAggregate]:
+    def add(self, spec: WindowSpec, sample: MetricSample, origin: Origin | None = None) -> list[WindowAggregate]:
         state = self.series.get(sample.metric_name)
         if state is None:
             state = self.series[sample.metric_name] = SeriesWindows()
-        return add_sample(spec, state, sample, origin, index)
+        return add_sample(spec, state, sample, origin)
