@@ -59,6 +59,17 @@ def worker_env(bootstrap: str, app_id: str, workdir: Path, extra: dict[str, str]
     )
 
 
+def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM for a clean shutdown, SIGKILL if it is not gone after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 @contextlib.contextmanager
 def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """One `aiops worker` subprocess, stopped (SIGTERM, then SIGKILL) when the block ends, also on error."""
@@ -67,10 +78,4 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
         try:
             yield worker
         finally:
-            if worker.poll() is None:
-                worker.terminate()
-                try:
-                    worker.wait(60)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait(10)
+            stop(worker)

@@ -130,7 +130,7 @@ def run_quix_window_mean(
     Processed means aggregated into a window or dropped by it as late; both counts are printed.
     ``grace_ms`` defaults to the pipeline's lateness; a larger one takes in a replay's stragglers.
     """
-    from bench.common import cpu_seconds
+    from bench.common import cpu_seconds, stop
     from pipeline.topics import METRICS
     from pipeline.windows import WindowSpec
 
@@ -167,12 +167,7 @@ def run_quix_window_mean(
                     raise RuntimeError(f"Quix app {why} at {counted:,}/{expected_samples:,} samples:\n{tail}")
                 time.sleep(0.05)
         finally:
-            app.terminate()
-            try:
-                app.wait(60)
-            except subprocess.TimeoutExpired:
-                app.kill()
-                app.wait(10)
+            stop(app)
     print(
         f"quix: {aggregated:,} samples aggregated, {late:,} dropped as late; {windows:,} final windows"
         f" emitted holding {window_samples:,} samples (each series' last windows stay open)"

@@ -20,13 +20,24 @@ def seasonal(n: int, seed: int = 1, period: int = 144) -> list[float]:
     return [100 + 20 * math.sin(2 * math.pi * i / period) + rng.gauss(0, 2) for i in range(n)]
 
 
-def run(values: list[float]) -> list[float]:
-    detector = make_detector(NAME)
+def run(values: list[float], detector: NabEnsemble | None = None) -> list[float]:
+    """Score then learn each value, with ``detector`` or a fresh one; the scores."""
+    detector = make_detector(NAME) if detector is None else detector
     scores = []
     for x in values:
         scores.append(detector.score_one(x))
         detector.learn_one(x)
     return scores
+
+
+def round_trip_continues(detector: NabEnsemble, values: list[float], protocol: int = pickle.DEFAULT_PROTOCOL):
+    """A pickled copy of ``detector``, once it has scored ``values`` exactly as the original did."""
+    clone = pickle.loads(pickle.dumps(detector, protocol=protocol))
+    for x in values:
+        assert clone.score_one(x) == detector.score_one(x)
+        clone.learn_one(x)
+        detector.learn_one(x)
+    return clone
 
 
 def test_registered_and_scores_in_unit_interval():
@@ -70,10 +81,7 @@ def test_a_daily_peak_that_does_not_come_is_seen():
         100 + rng.gauss(0, 2) if math.sin(2 * math.pi * i / 144) > 0 else values[i] for i in range(1728, 2016)
     ]
     detector = make_detector(NAME)
-    scores = []
-    for x in broken:
-        scores.append(detector.score_one(x))
-        detector.learn_one(x)
+    scores = run(broken, detector)
     assert abs(detector.period - 144) <= 1
     assert max(scores[1728:1800]) >= 0.65
     assert max(scores[1728:1800]) > max(run(values)[1728:1800]) + 0.2
@@ -90,14 +98,8 @@ def test_a_cliff_inside_the_usual_range_is_seen():
 def test_pickle_round_trip_continues_identically():
     values = seasonal(700)
     detector = make_detector(NAME)
-    for x in values[:400]:
-        detector.score_one(x)
-        detector.learn_one(x)
-    clone = pickle.loads(pickle.dumps(detector))
-    for x in values[400:]:
-        assert clone.score_one(x) == detector.score_one(x)
-        clone.learn_one(x)
-        detector.learn_one(x)
+    run(values[:400], detector)
+    clone = round_trip_continues(detector, values[400:])
     assert clone.expected() == pytest.approx(detector.expected())
 
 
@@ -121,12 +123,7 @@ def test_a_rest_begun_by_a_new_high_does_not_hide_a_value_far_beyond_the_range()
     values = [*flat, max(flat) + 1, *(100 + rng.gauss(0, 2) for _ in range(5)), 124.0]  # 124: about 12 sd out
 
     def tail(**kwargs: float) -> list[float]:
-        detector = NabEnsemble(**kwargs)
-        scores = []
-        for x in values:
-            scores.append(detector.score_one(x))
-            detector.learn_one(x)
-        return scores[1000:]
+        return run(values, NabEnsemble(**kwargs))[1000:]
 
     scores = tail()
     assert NabEnsemble().alert_level <= scores[0] < 0.9  # the mere new high starts a weak rest
@@ -138,29 +135,17 @@ def test_a_mature_detector_pickles_small_and_continues_exactly():
     rng = random.Random(5)
     values = [rng.lognormvariate(0, 1) * (1 + i % 97) for i in range(21_000)]
     detector = make_detector(NAME)
-    for x in values[:20_000]:
-        detector.score_one(x)
-        detector.learn_one(x)
+    run(values[:20_000], detector)
     assert len(pickle.dumps(detector, protocol=5)) < 20_000
-    clone = pickle.loads(pickle.dumps(detector, protocol=5))
-    for x in values[20_000:]:
-        assert clone.score_one(x) == detector.score_one(x)
-        clone.learn_one(x)
-        detector.learn_one(x)
+    round_trip_continues(detector, values[20_000:], protocol=5)
 
 
 def test_a_small_table_prunes_identically_after_a_round_trip():
     rng = random.Random(6)
     values = [100 + 20 * math.sin(i / 23) + rng.gauss(0, 5) for i in range(3000)]
     detector = NabEnsemble(table_size=256)
-    for x in values[:1000]:
-        detector.score_one(x)
-        detector.learn_one(x)
-    clone = pickle.loads(pickle.dumps(detector))
-    for x in values[1000:]:
-        assert clone.score_one(x) == detector.score_one(x)
-        clone.learn_one(x)
-        detector.learn_one(x)
+    run(values[:1000], detector)
+    clone = round_trip_continues(detector, values[1000:])
     assert 0 < len(clone.keys) <= 256 and list(clone.keys) == sorted(clone.keys)
     assert (clone.keys, clone.counts) == (detector.keys, detector.counts)
 
