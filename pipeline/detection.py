@@ -14,7 +14,7 @@ import river
 
 from pipeline.detectors import Detector, make_detector
 from pipeline.health import ServiceSnapshot
-from schemas import Anomaly, ServiceHealth, Severity, WindowAggregate
+from schemas import Anomaly, HealthStatus, Severity, WindowAggregate
 
 SEVERITY_FLOORS: tuple[tuple[float, Severity], ...] = (
     (0.99, Severity.CRITICAL),
@@ -117,8 +117,9 @@ class ServiceDetection:
 
     def observe(
         self, window: WindowAggregate, settings: DetectionSettings
-    ) -> tuple[Anomaly | None, ServiceHealth] | None:
-        """Judge one closed window: the anomaly it raised (if any) and the service's health after it.
+    ) -> tuple[Anomaly | None, HealthStatus] | None:
+        """Judge one closed window: the anomaly it raised (if any) and the service's status after it
+        (:attr:`snapshot` has the rest of its health).
 
         None when the window was already judged (a redelivery).
         """
@@ -135,4 +136,4 @@ class ServiceDetection:
         self.snapshot.record(
             window.metric_name, verdict.actual, verdict.score, anomaly.severity if anomaly else None, end_ms
         )
-        return anomaly, self.snapshot.health(window.service_name)
+        return anomaly, self.snapshot.status()

@@ -46,13 +46,15 @@ class ServiceSnapshot:
         found = [s for s in self.severities.values() if s is not None]
         return min(found, key=order.index) if found else None
 
-    def health(self, service_name: str) -> ServiceHealth:
+    def status(self) -> HealthStatus:
         by_threshold = threshold_status(self.values.get("cpu_usage"), self.values.get("error_rate"))
         by_anomaly = anomaly_status(self.worst_severity())
-        status = max(by_threshold, by_anomaly, key=_RANK.__getitem__)
+        return max(by_threshold, by_anomaly, key=_RANK.__getitem__)
+
+    def health(self, service_name: str) -> ServiceHealth:
         return ServiceHealth(
             service_name=service_name,
-            status=status,
+            status=self.status(),
             anomaly_score=max(self.scores.values(), default=0.0),
             last_updated=datetime.fromtimestamp(self.updated_ms / 1000, UTC),
             **{metric: self.values.get(metric) for metric in STANDARD_METRICS},

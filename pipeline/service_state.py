@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pipeline.detection import DetectionSettings, ServiceDetection
 from pipeline.windows import Origin, ServiceWindows, WindowSpec
-from schemas import Anomaly, MetricSample, ServiceHealth, WindowAggregate
+from schemas import Anomaly, HealthStatus, MetricSample, ServiceHealth, WindowAggregate
 
 
 @dataclass
@@ -39,25 +39,28 @@ class SampleBatch:
         self.states: dict[str, ServiceState] = {}
         self.windows: list[WindowAggregate] = []
         self.anomalies: list[Anomaly] = []
-        self._health_changes: list[ServiceHealth] = []
-        self._latest_health: dict[str, ServiceHealth] = {}
+        self._spell_starts: list[ServiceHealth] = []
+        self._status: dict[str, HealthStatus] = {}
+        self._moved_on: set[str] = set()
+        """Services judged again since the start of their current spell."""
 
     def add(self, samples: Iterable[MetricSample], origin: Origin) -> None:
         """Apply the samples of one record, whose first sample was read at ``origin``."""
         for index, sample in enumerate(samples):
             state = self._state(sample.service_name)
-            for window in state.windows.add(self._spec, sample, origin.at(index)):
+            for window in state.windows.add(self._spec, sample, origin, index):
                 self.windows.append(window)
                 self._judge(state, window)
 
     @property
     def health(self) -> list[ServiceHealth]:
-        """Every change of status in the batch, then each service's latest health.
+        """Each service's health where a spell of one status began in the batch, then its latest.
 
-        A batch keeps the changes, not only the last state: a catching-up worker must not hide
-        a critical spell that is already over.
+        A batch keeps every spell, not only the last state: a catching-up worker must not hide a
+        critical spell that is already over. Health is built only at those points, not per window.
         """
-        return self._health_changes + list(self._latest_health.values())
+        latest = [self.states[service].detection.snapshot.health(service) for service in self._moved_on]
+        return self._spell_starts + latest
 
     def _state(self, service: str) -> ServiceState:
         state = self.states.get(service)
@@ -69,10 +72,13 @@ class SampleBatch:
         outcome = state.detection.observe(window, self._settings)
         if outcome is None:
             return
-        anomaly, health = outcome
+        anomaly, status = outcome
         if anomaly is not None:
             self.anomalies.append(anomaly)
-        previous = self._latest_health.get(window.service_name)
-        if previous is not None and previous.status != health.status:
-            self._health_changes.append(previous)
-        self._latest_health[window.service_name] = health
+        service = window.service_name
+        if self._status.get(service) != status:
+            self._status[service] = status
+            self._spell_starts.append(state.detection.snapshot.health(service))
+            self._moved_on.discard(service)
+        else:
+            self._moved_on.add(service)

@@ -44,10 +44,6 @@ class Origin:
         source, _, position = value.decode().rpartition("@")
         return cls(source, int(position))
 
-    def at(self, index: int) -> Origin:
-        """The origin of the ``index``-th sample of the batch this origin starts."""
-        return Origin(self.source, self.position + index)
-
 
 @dataclass(slots=True)
 class OpenWindow:
@@ -64,8 +60,10 @@ class OpenWindow:
     def add(self, ts_ms: int, value: float) -> None:
         self.count += 1
         self.total += value
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
+        if value < self.minimum:
+            self.minimum = value
+        if value > self.maximum:
+            self.maximum = value
         if ts_ms >= self.last_ms:
             self.last, self.last_ms = value, ts_ms
         if self.values is not None and self.count % self.stride == 0:
@@ -92,33 +90,39 @@ class WindowSpec:
     size_ms: int = 10_000
     lateness_ms: int = 5_000
 
-    def start_of(self, ts_ms: int) -> int:
-        return ts_ms - ts_ms % self.size_ms
-
 
 def wants_p95(metric_name: str) -> bool:
     return "latency" in metric_name
 
 
 def add_sample(
-    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, origin: Origin | None = None
+    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, origin: Origin | None = None, index: int = 0
 ) -> list[WindowAggregate]:
-    """Apply one sample; returns the windows it closed, oldest first (usually none)."""
+    """Apply one sample, the ``index``-th of the record read at ``origin``; returns the windows it
+    closed, oldest first (usually none)."""
     if origin is not None:
-        if origin.position <= state.applied.get(origin.source, -1):
+        position = origin.position + index
+        if position <= state.applied.get(origin.source, -1):
             return []
-        state.applied[origin.source] = origin.position
+        state.applied[origin.source] = position
     ts_ms = int(sample.timestamp.timestamp() * 1000)
-    start = spec.start_of(ts_ms)
-    if start + spec.size_ms <= state.closed_until_ms:
+    start = ts_ms - ts_ms % spec.size_ms
+    end = start + spec.size_ms
+    if end <= state.closed_until_ms:
         state.late_samples += 1
         return []
     window = state.open.get(start)
     if window is None:
         window = state.open[start] = OpenWindow(start, values=[] if wants_p95(sample.metric_name) else None)
     window.add(ts_ms, sample.value)
-    state.watermark_ms = max(state.watermark_ms, ts_ms)
-    return close_due(spec, state, sample.service_name, sample.metric_name, state.watermark_ms - spec.lateness_ms)
+    advanced = ts_ms > state.watermark_ms
+    if advanced:
+        state.watermark_ms = ts_ms
+    until = state.watermark_ms - spec.lateness_ms
+    # Only a rising watermark, or a window already past it, can close anything.
+    if (advanced or end <= until) and min(state.open) + spec.size_ms <= until:
+        return close_due(spec, state, sample.service_name, sample.metric_name, until)
+    return []
 
 
 def close_due(
@@ -168,8 +172,10 @@ class ServiceWindows:
 
     series: dict[str, SeriesWindows] = field(default_factory=dict)
 
-    def add(self, spec: WindowSpec, sample: MetricSample, origin: Origin | None = None) -> list[WindowAggregate]:
+    def add(
+        self, spec: WindowSpec, sample: MetricSample, origin: Origin | None = None, index: int = 0
+    ) -> list[WindowAggregate]:
         state = self.series.get(sample.metric_name)
         if state is None:
             state = self.series[sample.metric_name] = SeriesWindows()
-        return add_sample(spec, state, sample, origin)
+        return add_sample(spec, state, sample, origin, index)
