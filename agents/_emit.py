@@ -27,7 +27,8 @@ class ServiceEvent(Protocol):
 log = logging.getLogger("aiops.agents")
 
 ORIGIN_HEADER = "aiops-origin"
-"""Kafka header carrying a sample's :class:`pipeline.windows.Origin` from ingest to windows."""
+"""Kafka header carrying where a record's samples were first read (:func:`pipeline.windows.runs_header`)
+from ingest to detect."""
 
 
 async def decode_or_dead_letter(event: EventT, model: type[M]) -> M | None:

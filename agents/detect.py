@@ -16,7 +16,7 @@ from pipeline.app import (
     windows_topic,
 )
 from pipeline.service_state import SampleBatch
-from pipeline.windows import Origin
+from pipeline.windows import Origin, runs_from_header
 from schemas import MetricBatch
 
 
@@ -29,11 +29,13 @@ async def detect(stream):
             if samples is None:
                 continue
             message, header = event.message, event.headers.get(ORIGIN_HEADER)
-            origin = (
-                Origin.from_header(header) if header else Origin.of(message.topic, message.partition, message.offset)
-            )
             try:
-                batch.add(samples.metrics, origin)
+                runs = (
+                    runs_from_header(header)
+                    if header
+                    else [(Origin.of(message.topic, message.partition, message.offset), len(samples.metrics))]
+                )
+                batch.add(samples.metrics, runs)
             except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
                 # An exception here would crash the agent after Faust had acknowledged the batch:
                 # the record goes to the dead-letter topic instead, with the reason, to be replayed.

@@ -1,4 +1,4 @@
-"""``aiops.metrics`` → valid samples on ``aiops.metrics.samples`` (a batch per partition), the rest dead-lettered."""
+"""``aiops.metrics`` → valid samples on ``aiops.metrics.samples``, merged per partition; the rest dead-lettered."""
 
 from __future__ import annotations
 
@@ -7,23 +7,29 @@ import asyncio
 from agents._emit import ORIGIN_HEADER, dead_letter, send
 from pipeline import topics
 from pipeline.app import app, metric_samples_topic, metrics_topic, settings
-from pipeline.ingest import parse_metrics_record
-from pipeline.windows import Origin
-from schemas import encode
+from pipeline.ingest import SampleRouter, parse_metrics_record
+from pipeline.windows import Origin, runs_header
+from schemas import MetricBatch, encode
 
 
 @app.agent(metrics_topic)
 async def ingest_metrics(stream):
     partitions = topics.METRIC_SAMPLES.partitions(settings)
     async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
-        pending = []
+        router = SampleRouter(partitions)
         for event in events:
             message = event.message
-            origin = Origin.of(message.topic, message.partition, message.offset)
             result = parse_metrics_record(event.value)
-            for partition, batch in result.by_partition(partitions).items():
-                headers = {ORIGIN_HEADER: origin.header()}
-                pending.append(await send(metric_samples_topic, encode(batch), partition=partition, headers=headers))
+            router.add(result, Origin.of(message.topic, message.partition, message.offset))
             for rejection in result.rejected:
                 await dead_letter(event, rejection.payload, rejection.reason)
+        pending = [
+            await send(
+                metric_samples_topic,
+                encode(MetricBatch(metrics=record.samples)),
+                partition=partition,
+                headers={ORIGIN_HEADER: runs_header(record.runs)},
+            )
+            for partition, record in router.records
+        ]
         await asyncio.gather(*pending)

@@ -2,7 +2,8 @@
 
 A record holds one sample or a batch ``{"metrics": [...]}``. In a batch each sample stands on
 its own: the valid ones go on, each invalid one is rejected with its index, so one bad sample
-never costs the rest of its batch.
+never costs the rest of its batch. :class:`SampleRouter` then regroups the valid samples of
+many records by the partition of their service.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import pydantic_core
 from pydantic import ValidationError
 
 from pipeline.topics import partition_for
+from pipeline.windows import Origin, OriginRuns
 from schemas import MetricBatch, MetricSample
 from schemas.codec import describe
+
+MERGED_RECORD_SAMPLES = 2_000
+"""Samples per merged record at most: about 300 KB of JSON, well under Kafka's 1 MB default."""
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,8 @@ class IngestResult:
     samples: list[MetricSample] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 
-    def by_partition(self, partitions: int) -> dict[int, MetricBatch]:
-        """The valid samples as one batch per partition of their service's key, in their original order.
-
-        One record per partition rather than per service keeps the number of records (and the
-        per-record cost of every later stage) small, and still puts each service on the
-        partition, and so on the worker, that holds its state.
-        """
+    def by_partition(self, partitions: int) -> dict[int, list[MetricSample]]:
+        """The valid samples grouped by the partition of their service's key, in their original order."""
         grouped: dict[int, list[MetricSample]] = defaultdict(list)
         partition_of: dict[str, int] = {}
         for sample in self.samples:
@@ -44,7 +44,44 @@ class IngestResult:
             if partition is None:
                 partition = partition_of[sample.service_name] = partition_for(sample.service_name.encode(), partitions)
             grouped[partition].append(sample)
-        return {partition: MetricBatch(metrics=samples) for partition, samples in grouped.items()}
+        return grouped
+
+
+@dataclass
+class PartitionRecord:
+    """One outgoing record of samples for one partition, with where each run of them came from."""
+
+    samples: list[MetricSample] = field(default_factory=list)
+    runs: OriginRuns = field(default_factory=list)
+
+
+class SampleRouter:
+    """Merges the valid samples of many producer records into few records per partition.
+
+    One record per partition rather than per producer record or per service keeps the number of
+    records, and so the per-record cost of every later stage, small however producers batch; each
+    service still lands on the partition, and so on the worker, that holds its state.
+    """
+
+    def __init__(self, partitions: int, max_samples: int = MERGED_RECORD_SAMPLES) -> None:
+        self._partitions = partitions
+        self._max_samples = max_samples
+        self.records: list[tuple[int, PartitionRecord]] = []
+        self._open: dict[int, PartitionRecord] = {}
+
+    def add(self, result: IngestResult, origin: Origin) -> None:
+        """Route the samples of the record read at ``origin``."""
+        for partition, samples in result.by_partition(self._partitions).items():
+            first = 0
+            while first < len(samples):
+                record = self._open.get(partition)
+                if record is None or len(record.samples) >= self._max_samples:
+                    record = self._open[partition] = PartitionRecord()
+                    self.records.append((partition, record))
+                run = samples[first : first + self._max_samples - len(record.samples)]
+                record.samples.extend(run)
+                record.runs.append((origin.shifted(first), len(run)))
+                first += len(run)
 
 
 def parse_metrics_record(raw: bytes | None) -> IngestResult:

@@ -9,11 +9,11 @@ verdict, or the reverse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.detection import DetectionSettings, ServiceDetection
-from pipeline.windows import Origin, ServiceWindows, WindowSpec
+from pipeline.windows import OriginRuns, ServiceWindows, WindowSpec
 from schemas import Anomaly, HealthStatus, MetricSample, ServiceHealth, WindowAggregate
 
 
@@ -44,13 +44,19 @@ class SampleBatch:
         self._moved_on: set[str] = set()
         """Services judged again since the start of their current spell."""
 
-    def add(self, samples: Iterable[MetricSample], origin: Origin) -> None:
-        """Apply the samples of one record, whose first sample was read at ``origin``."""
-        for index, sample in enumerate(samples):
-            state = self._state(sample.service_name)
-            for window in state.windows.add(self._spec, sample, origin, index):
-                self.windows.append(window)
-                self._judge(state, window)
+    def add(self, samples: Sequence[MetricSample], runs: OriginRuns) -> None:
+        """Apply the samples of one record, read at the origins ``runs`` describe."""
+        if sum(count for _, count in runs) != len(samples):
+            raise ValueError(f"origin runs cover {sum(c for _, c in runs)} samples, the record has {len(samples)}")
+        first = 0
+        for origin, count in runs:
+            for index in range(count):
+                sample = samples[first + index]
+                state = self._state(sample.service_name)
+                for window in state.windows.add(self._spec, sample, origin, index):
+                    self.windows.append(window)
+                    self._judge(state, window)
+            first += count
 
     @property
     def health(self) -> list[ServiceHealth]:

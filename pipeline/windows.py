@@ -26,7 +26,9 @@ class Origin:
     """Where a sample was first read: source partition, record offset, index in its batch.
 
     Samples of one series from one source partition arrive in increasing position, and a
-    redelivery repeats positions already seen: that is what makes replays detectable.
+    redelivery repeats positions already seen: that is what makes replays detectable. Ingest
+    merges the samples of many producer records into one record per partition, so such a
+    record carries its samples' origins as runs (see :func:`runs_header`).
     """
 
     source: str
@@ -36,13 +38,30 @@ class Origin:
     def of(cls, topic: str, partition: int, offset: int, index: int = 0) -> Origin:
         return cls(f"{topic}/{partition}", offset * MAX_BATCH + index)
 
-    def header(self) -> bytes:
-        return f"{self.source}@{self.position}".encode()
+    def shifted(self, index: int) -> Origin:
+        """The origin of the ``index``-th sample from here on."""
+        return Origin(self.source, self.position + index)
 
-    @classmethod
-    def from_header(cls, value: bytes) -> Origin:
-        source, _, position = value.decode().rpartition("@")
-        return cls(source, int(position))
+
+OriginRuns = list[tuple[Origin, int]]
+"""Where the samples of one record came from, in order: (origin of a run's first sample, run length)."""
+
+
+def runs_header(runs: OriginRuns) -> bytes:
+    """``source@position*count`` per run, ``;``-separated: the Kafka header of a record of samples."""
+    return ";".join(f"{origin.source}@{origin.position}*{count}" for origin, count in runs).encode()
+
+
+def runs_from_header(value: bytes) -> OriginRuns:
+    """The runs of :func:`runs_header`; ValueError if the header is not one."""
+    runs = []
+    for run in value.decode().split(";"):
+        origin, _, count = run.rpartition("*")
+        source, _, position = origin.rpartition("@")
+        if not source:
+            raise ValueError(f"not an origin run: {run!r}")
+        runs.append((Origin(source, int(position)), int(count)))
+    return runs
 
 
 @dataclass(slots=True)

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from pipeline.ingest import parse_metrics_record
+from pipeline.ingest import SampleRouter, parse_metrics_record
 from pipeline.topics import partition_for
+from pipeline.windows import Origin
 
 SAMPLE = {"timestamp": "2026-01-05T10:00:00Z", "service_name": "payment-api", "metric_name": "cpu_usage", "value": 42.5}
 
@@ -48,10 +49,25 @@ def test_samples_are_grouped_by_the_partition_of_their_service():
     services = [f"svc-{i}" for i in range(20)]
     batch = {"metrics": [SAMPLE | {"service_name": name, "value": i} for i, name in enumerate(services * 2)]}
     grouped = parse_metrics_record(json.dumps(batch).encode()).by_partition(3)
-    assert sum(len(b.metrics) for b in grouped.values()) == 40 and len(grouped) == 3
+    assert sum(len(part) for part in grouped.values()) == 40 and len(grouped) == 3
     for partition, part in grouped.items():
-        assert all(partition_for(s.service_name.encode(), 3) == partition for s in part.metrics)
-        assert [s.value for s in part.metrics] == sorted(s.value for s in part.metrics), "original order kept"
+        assert all(partition_for(s.service_name.encode(), 3) == partition for s in part)
+        assert [s.value for s in part] == sorted(s.value for s in part), "original order kept"
+
+
+def test_the_router_merges_records_per_partition_and_says_where_each_run_came_from():
+    router = SampleRouter(partitions=2, max_samples=3)
+    for offset, services in enumerate((["svc-0", "svc-1", "svc-0"], ["svc-0", "svc-0", "svc-0"])):
+        body = {"metrics": [SAMPLE | {"service_name": name, "value": i} for i, name in enumerate(services)]}
+        router.add(parse_metrics_record(json.dumps(body).encode()), Origin.of("aiops.metrics", 0, offset))
+    p0, p1 = partition_for(b"svc-0", 2), partition_for(b"svc-1", 2)
+    assert p0 != p1
+    by_partition = [(partition, [s.value for s in r.samples], r.runs) for partition, r in router.records]
+    assert by_partition == [
+        (p0, [0, 2, 0], [(Origin.of("aiops.metrics", 0, 0), 2), (Origin.of("aiops.metrics", 0, 1), 1)]),
+        (p1, [1], [(Origin.of("aiops.metrics", 0, 0), 1)]),
+        (p0, [1, 2], [(Origin.of("aiops.metrics", 0, 1, index=1), 2)]),
+    ]
 
 
 def test_partition_for_is_kafkas_default_partitioner():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pickle
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from pipeline.detection import DetectionSettings
 from pipeline.service_state import SampleBatch, ServiceState
 from pipeline.windows import Origin, WindowSpec
@@ -26,7 +28,7 @@ def run(saved: dict[str, ServiceState], records: list[list[MetricSample]], first
     """One agent batch: the records of one partition, then the states saved as the agent saves them."""
     batch = SampleBatch(saved.get, SPEC, SETTINGS)
     for offset, record in enumerate(records, start=first_offset):
-        batch.add(record, Origin.of("aiops.metrics", 0, offset))
+        batch.add(record, [(Origin.of("aiops.metrics", 0, offset), len(record))])
     saved.update({service: pickle.loads(pickle.dumps(state)) for service, state in batch.states.items()})
     return batch
 
@@ -63,3 +65,21 @@ def test_health_keeps_every_change_of_status_within_a_batch():
     records = [samples("a", range(0, 10), value=lambda s: 90.0), samples("a", range(10, 30), value=lambda s: 10.0)]
     statuses = [h.status for h in run({}, records).health]
     assert statuses == [HealthStatus.CRITICAL, HealthStatus.HEALTHY]
+
+
+def test_samples_merged_from_many_records_are_recognised_when_those_records_come_again():
+    first, second = samples("a", range(0, 8)), samples("a", range(8, 25))
+    merged = [(Origin.of("aiops.metrics", 0, 0), len(first)), (Origin.of("aiops.metrics", 0, 1), len(second))]
+    saved: dict[str, ServiceState] = {}
+    batch = SampleBatch(saved.get, SPEC, SETTINGS)
+    batch.add(first + second, merged)
+    saved.update(batch.states)
+    again = SampleBatch(saved.get, SPEC, SETTINGS)
+    again.add(second, [(Origin.of("aiops.metrics", 0, 1), len(second))])
+    assert len(batch.windows) == 2 and again.windows == []
+
+
+def test_runs_that_do_not_cover_the_record_are_an_error():
+    batch = SampleBatch({}.get, SPEC, SETTINGS)
+    with pytest.raises(ValueError, match="cover 3 samples"):
+        batch.add(samples("a", range(0, 4)), [(Origin.of("aiops.metrics", 0, 0), 3)])

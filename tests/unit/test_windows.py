@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.windows import Origin, SeriesWindows, WindowSpec, add_sample, close_due, percentile
+import pytest
+
+from pipeline.windows import (
+    Origin,
+    SeriesWindows,
+    WindowSpec,
+    add_sample,
+    close_due,
+    percentile,
+    runs_from_header,
+    runs_header,
+)
 from schemas import MetricSample
 
 T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
@@ -76,9 +87,15 @@ def test_samples_delivered_again_are_ignored_per_source_partition():
     assert window.count == 3
 
 
-def test_origin_survives_a_kafka_header():
-    origin = Origin.of("aiops.metrics", 3, offset=41, index=7)
-    assert Origin.from_header(origin.header()) == origin
+def test_origin_runs_survive_a_kafka_header():
+    runs = [(Origin.of("aiops.metrics", 3, offset=41, index=7), 5), (Origin.of("aiops.metrics", 0, offset=2), 1)]
+    assert runs_from_header(runs_header(runs)) == runs
+
+
+@pytest.mark.parametrize("header", [b"", b"nothing", b"aiops.metrics/0@x*1", b"aiops.metrics/0@1*"])
+def test_a_header_that_is_not_origin_runs_is_an_error(header):
+    with pytest.raises(ValueError):
+        runs_from_header(header)
 
 
 def test_latency_windows_carry_p95():
