@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from faust.types import EventT
+
 from agents._emit import ORIGIN_HEADER, dead_letter, decode_or_dead_letter, send_delivered
 from pipeline.app import (
     anomalies_topic,
@@ -15,6 +17,7 @@ from pipeline.app import (
     window_spec,
     windows_topic,
 )
+from pipeline.ingest import STEP_SAMPLES
 from pipeline.service_state import SampleBatch
 from pipeline.windows import Origin, runs_from_header
 from schemas import MetricBatch
@@ -23,25 +26,44 @@ from schemas import MetricBatch
 @app.agent(metric_samples_topic)
 async def detect(stream):
     async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
-        batch = SampleBatch(service_states.get, window_spec, detection_settings)
-        for event in events:
-            samples = await decode_or_dead_letter(event, MetricBatch)
-            if samples is None:
-                continue
-            message, header = event.message, event.headers.get(ORIGIN_HEADER)
-            try:
-                runs = (
-                    runs_from_header(header)
-                    if header
-                    else [(Origin.of(message.topic, message.partition, message.offset), len(samples.metrics))]
-                )
-                batch.add(samples.metrics, runs)
-            except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
-                # An exception here would crash the agent after Faust had acknowledged the batch:
-                # the record goes to the dead-letter topic instead, with the reason, to be replayed.
-                await dead_letter(event, event.value or b"", f"detection failed: {err!r}"[:1000])
-        await send_delivered(windows_topic, batch.windows)
-        await send_delivered(anomalies_topic, batch.anomalies)
-        await send_delivered(service_health_topic, batch.health)
-        for service, state in batch.states.items():
-            service_states[service] = state
+        try:
+            batch = _new_batch()
+            for event in events:
+                samples = await decode_or_dead_letter(event, MetricBatch)
+                if samples is not None:
+                    await _apply(batch, event, samples)
+                if batch.samples >= STEP_SAMPLES:
+                    await _emit(batch)
+                    batch = _new_batch()
+            await _emit(batch)
+        except BaseException:
+            # The kept states may hold samples whose output was never sent: read them afresh.
+            service_states.forget()
+            raise
+
+
+def _new_batch() -> SampleBatch:
+    return SampleBatch(service_states.get, window_spec, detection_settings)
+
+
+async def _apply(batch: SampleBatch, event: EventT, samples: MetricBatch) -> None:
+    message, header = event.message, event.headers.get(ORIGIN_HEADER)
+    try:
+        runs = (
+            runs_from_header(header)
+            if header
+            else [(Origin.of(message.topic, message.partition, message.offset), len(samples.metrics))]
+        )
+        batch.add(samples.metrics, runs)
+    except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
+        # An exception here would crash the agent after Faust had acknowledged the batch:
+        # the record goes to the dead-letter topic instead, with the reason, to be replayed.
+        await dead_letter(event, event.value or b"", f"detection failed: {err!r}"[:1000])
+
+
+async def _emit(batch: SampleBatch) -> None:
+    await send_delivered(windows_topic, batch.windows)
+    await send_delivered(anomalies_topic, batch.anomalies)
+    await send_delivered(service_health_topic, batch.health)
+    for service, state in batch.states.items():
+        service_states[service] = state

@@ -73,9 +73,14 @@ class StateTable:
     and the changelog is partitioned by key like that topic: each service's state lives on the
     partition of its records, so it moves with them when workers come and go. Only this app's
     workers write the changelog; keep it closed to other producers like any state store.
+
+    With ``keep_objects`` the table also keeps the last object written per service and hands it
+    back while the changelog still holds the bytes written from it, as Kafka Streams caches a
+    store: a busy service is unpickled once, not once per batch. An agent that changes such an
+    object must then write it, or :meth:`forget` the cache when it cannot (an error mid-batch).
     """
 
-    def __init__(self, name: str, source: topics.TopicSpec) -> None:
+    def __init__(self, name: str, source: topics.TopicSpec, *, keep_objects: bool = False) -> None:
         table = _KeyPartitionedTable(
             app,
             name=name,
@@ -85,6 +90,9 @@ class StateTable:
             beacon=app.tables.beacon,
         )
         self._table = app.tables.add(table)
+        self._keep_objects = keep_objects
+        self._objects: dict[str, tuple[bytes, Any]] = {}
+        """Per service: the changelog value last written and the object it was written from."""
 
     def get(self, service: str) -> Any:
         """The service's state; None for a new service, or for a state this code cannot read.
@@ -97,6 +105,9 @@ class StateTable:
         raw = self._table.get(service.encode())
         if raw is None:
             return None
+        kept = self._objects.get(service)
+        if kept is not None and kept[0] is raw:
+            return kept[1]
         try:
             return pickle.loads(raw)
         except Exception as err:  # noqa: BLE001 - any unreadable state means the same: start afresh
@@ -107,7 +118,14 @@ class StateTable:
             return None
 
     def __setitem__(self, service: str, value: Any) -> None:
-        self._table[service.encode()] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        raw = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        self._table[service.encode()] = raw
+        if self._keep_objects:
+            self._objects[service] = (raw, value)
+
+    def forget(self) -> None:
+        """Drop the kept objects: the next :meth:`get` of each service reads its changelog value."""
+        self._objects.clear()
 
 
 metrics_topic = faust_topic(topics.METRICS)
@@ -126,6 +144,6 @@ sink_inbox = app.topic(
     topics.METRIC_SAMPLES.name, topics.ANOMALIES.name, topics.ACTION_RESULTS.name, key_type=bytes, value_type=bytes
 )
 
-service_states = StateTable("services", topics.METRIC_SAMPLES)
+service_states = StateTable("services", topics.METRIC_SAMPLES, keep_objects=True)
 policy_states = StateTable("policy", topics.ANOMALIES)
 actuator_states = StateTable("actuator", topics.ACTION_REQUESTS)

@@ -20,6 +20,10 @@ from pipeline.windows import Origin, OriginRuns
 from schemas import MetricBatch, MetricSample
 from schemas.codec import describe
 
+STEP_SAMPLES = 20_000
+"""Samples a stage handles before it sends their output and takes more of its batch: a worker
+catching up on a backlog of big records would otherwise hold a whole batch of them as objects."""
+
 MERGED_RECORD_SAMPLES = 2_000
 """Samples per merged record at most: about 300 KB of JSON, well under Kafka's 1 MB default."""
 
@@ -67,6 +71,7 @@ class SampleRouter:
         self._partitions = partitions
         self._max_samples = max_samples
         self.records: list[tuple[int, PartitionRecord]] = []
+        self.samples = 0
         self._open: dict[int, PartitionRecord] = {}
 
     def add(self, result: IngestResult, origin: Origin) -> None:
@@ -81,6 +86,7 @@ class SampleRouter:
                 run = samples[first : first + self._max_samples - len(record.samples)]
                 record.samples.extend(run)
                 record.runs.append((origin.shifted(first), len(run)))
+                self.samples += len(run)
                 first += len(run)
 
 

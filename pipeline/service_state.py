@@ -37,6 +37,7 @@ class SampleBatch:
         self._spec = spec
         self._settings = settings
         self.states: dict[str, ServiceState] = {}
+        self.samples = 0
         self.windows: list[WindowAggregate] = []
         self.anomalies: list[Anomaly] = []
         self._spell_starts: list[ServiceHealth] = []
@@ -48,6 +49,7 @@ class SampleBatch:
         """Apply the samples of one record, read at the origins ``runs`` describe."""
         if sum(count for _, count in runs) != len(samples):
             raise ValueError(f"origin runs cover {sum(c for _, c in runs)} samples, the record has {len(samples)}")
+        self.samples += len(samples)
         first = 0
         for origin, count in runs:
             for index in range(count):
