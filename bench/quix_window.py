@@ -186,15 +186,15 @@ class _SettleWatch(threading.Thread):
 
     def __init__(self, bootstrap: str, group: str, pid: int) -> None:
         super().__init__(daemon=True)
-        self._bootstrap, self._group, self._pid = bootstrap, group, pid
+        self.kafka, self.group, self.pid = bootstrap, group, pid
         self.at = (time.perf_counter(), 0.0)
 
     def run(self) -> None:
         from bench.common import cpu_seconds
         from tests.support import wait_for_members
 
-        asyncio.run(wait_for_members(self._bootstrap, self._group, 1, timeout=300))
-        self.at = (time.perf_counter(), cpu_seconds(self._pid))
+        asyncio.run(wait_for_members(self.kafka, self.group, 1, timeout=300))
+        self.at = (time.perf_counter(), cpu_seconds(self.pid))
 
 
 async def main(args: argparse.Namespace) -> None:
