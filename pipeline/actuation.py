@@ -138,6 +138,8 @@ class Step:
 def result_for(
     request: ActionRequest, status: ActionStatus, message: str, metadata: dict | None = None
 ) -> ActionResult:
+    """A result for ``request``; its metadata carries the request's reason, the action log's "why"."""
+    why = {"reason": request.reason} if request.reason else {}
     return ActionResult(
         action_id=request.action_id,
         action_type=request.action_type,
@@ -146,7 +148,7 @@ def result_for(
         service_name=request.service_name,
         target_type=request.target_type,
         triggered_by=request.triggered_by,
-        metadata=metadata or {},
+        metadata={**why, **(metadata or {})},
     )
 
 

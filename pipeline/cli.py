@@ -11,7 +11,7 @@ import sys
 from pipeline import topics
 from pipeline.config import Settings, get_settings
 from pipeline.logs import configure_logging, logging_config
-from pipeline.simulator import DEFAULT_SERVICES
+from pipeline.simulator import DEFAULT_SERVICES, WARM_HISTORY
 
 
 class CommandError(Exception):
@@ -256,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help=cmd_simulate.__doc__)
     simulate.add_argument("--services", default=",".join(DEFAULT_SERVICES), help="comma separated service names")
     simulate.add_argument("--interval", type=float, default=1.0, help="seconds between samples of a metric")
-    simulate.add_argument("--backfill", type=float, default=600.0, help="seconds of history published at start")
+    simulate.add_argument(
+        "--backfill",
+        type=float,
+        default=WARM_HISTORY.total_seconds(),
+        help="seconds of history published at start (default: enough for the default detector to learn)",
+    )
     simulate.add_argument("--duration", type=float, default=0.0, help="seconds of live samples; 0: until Ctrl-C")
     simulate.add_argument(
         "--incident",

@@ -22,12 +22,11 @@ from pathlib import Path
 from pipeline import topics
 from pipeline.config import Settings
 from pipeline.producer import MetricsProducer
-from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history, publish_live
+from pipeline.simulator import WARM_HISTORY, Fleet, Incident, IncidentKind, publish_history, publish_live
 from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, ServiceHealth, decode
 
 DEMO_PORT = 9092
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
-BACKFILL = timedelta(minutes=30)
 INCIDENTS = (
     (IncidentKind.LATENCY_SPIKE, "payment-api", timedelta(seconds=45), timedelta(seconds=90)),
     (IncidentKind.ERROR_BURST, "user-auth", timedelta(minutes=4), timedelta(seconds=60)),
@@ -104,8 +103,9 @@ async def _simulate_and_watch(settings: Settings, worker: subprocess.Popen) -> N
     try:
         async with MetricsProducer(settings.kafka_bootstrap) as producer:
             second = timedelta(seconds=1)
-            history = await publish_history(fleet, producer.send, start - BACKFILL, start, second)
-            print(f"history    {history} samples over the last {BACKFILL.total_seconds() / 60:.0f} minutes; live now")
+            history = await publish_history(fleet, producer.send, start - WARM_HISTORY, start, second)
+            minutes = WARM_HISTORY.total_seconds() / 60
+            print(f"history    {history} samples over the last {minutes:.0f} minutes; live now")
             live = asyncio.create_task(publish_live(fleet, producer.send, second))
             while not live.done():
                 if worker.poll() is not None:

@@ -19,6 +19,8 @@ from enum import StrEnum
 from schemas import MetricSample
 
 DEFAULT_SERVICES = ("payment-api", "user-auth", "inventory-svc", "notification-svc")
+WARM_HISTORY = timedelta(minutes=30)
+"""History to publish before going live: the default detector learns for 150 ten-second windows."""
 
 
 @dataclass(frozen=True)

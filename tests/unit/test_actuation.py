@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.actuation import ActuatorState, Admission, Guardrails, admit, mark_started
-from schemas import ActionRequest
+from pipeline.actuation import ActuatorState, Admission, Guardrails, admit, handle_request, mark_started, result_for
+from schemas import ActionRequest, ActionStatus
 
 MINUTE = 60_000
 
@@ -109,3 +109,13 @@ def test_requests_older_than_the_limit_are_not_run():
     assert verdict.admission is Admission.REJECTED and verdict.reason.startswith("expired: requested 7200s ago")
     fresh = request("a2", requested_at=now - timedelta(minutes=1))
     assert admit(Guardrails(), ActuatorState(), fresh, int(now.timestamp() * 1000)).admission is Admission.GO
+
+
+def test_every_result_carries_the_request_reason_for_the_action_log():
+    why = "latency_p95 critical for 2 windows"
+    state = ActuatorState()
+    results = [*handle_request(Guardrails(), state, request(reason=why), 0).results]
+    results += handle_request(Guardrails(), state, request(reason=why), 0).results  # came again mid-run
+    assert [r.status for r in results] == [ActionStatus.IN_PROGRESS, ActionStatus.FAILED]
+    assert all(r.metadata["reason"] == why for r in results)
+    assert "reason" not in result_for(request(), ActionStatus.SUCCESS, "done").metadata
