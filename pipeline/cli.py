@@ -75,6 +75,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from connectors.stores import open_store
     from pipeline.gateway.auth import TokenConfigError
     from pipeline.gateway.server import serve
+    from pipeline.policy import PolicyFileError
 
     settings = get_settings()
     updates = {key: value for key, value in (("gateway_host", args.host), ("gateway_port", args.port)) if value}
@@ -82,6 +83,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         serve(settings.model_copy(update=updates), store=open_store(settings))
     except TokenConfigError as err:
         raise CommandError(f"bad API token settings: {err}") from None
+    except PolicyFileError as err:
+        raise CommandError(f"bad policy file: {err}") from None
     return 0
 
 

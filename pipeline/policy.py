@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -185,13 +186,25 @@ def _track(state: PolicyState, limits: Limits, key: tuple[str, str], start_ms: i
     return incident
 
 
+def placement(target: GkeTarget | CloudRunTarget) -> dict[str, str]:
+    """The fields of an action request that say where ``target`` runs."""
+    if isinstance(target, GkeTarget):
+        return {"cluster_name": target.cluster, "namespace": target.namespace}
+    return {"project": target.project, "region": target.region}
+
+
+def place(fields: Mapping[str, Any], catalog: Mapping[str, GkeTarget | CloudRunTarget]) -> dict[str, Any]:
+    """``fields`` of a manual action request, completed with where the catalog says the service
+    runs: the seed dashboard sends a service name and a target type only. The caller's own values
+    win, and a target type other than the catalog's gets nothing from it."""
+    target = catalog.get(fields.get("service_name", ""))
+    if target is None or target.type != fields.get("target_type"):
+        return dict(fields)
+    return placement(target) | dict(fields)
+
+
 def _request(rule: Rule, target: GkeTarget | CloudRunTarget, anomaly: Anomaly, incident: Incident) -> ActionRequest:
     incident_key = f"{anomaly.service_name}|{rule.name}|{incident.first_window_start_ms}"
-    placement = (
-        {"cluster_name": target.cluster, "namespace": target.namespace}
-        if isinstance(target, GkeTarget)
-        else {"project": target.project, "region": target.region}
-    )
     return ActionRequest(
         action_id="policy-" + hashlib.blake2b(incident_key.encode(), digest_size=12).hexdigest(),
         action_type=rule.action,
@@ -208,7 +221,7 @@ def _request(rule: Rule, target: GkeTarget | CloudRunTarget, anomaly: Anomaly, i
         ),
         triggered_by=f"policy:{rule.name}",
         anomaly_id=anomaly.id,
-        **placement,
+        **placement(target),
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 
 from pipeline import topics
@@ -232,8 +233,9 @@ async def wait_until_drained(bootstrap: str, group: str, topics: list[str], time
         await admin.close()
 
 
-async def wait_for_members(bootstrap: str, group: str, count: int, timeout: float = 120.0) -> None:
-    """Wait until ``group`` has exactly ``count`` members with a settled assignment."""
+async def wait_for_members(bootstrap: str, group: str, count: int, timeout: float = 120.0) -> list[set[TopicPartition]]:
+    """Wait until ``group`` has exactly ``count`` members with a settled assignment; returns each
+    member's partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     deadline = time.monotonic() + timeout
@@ -245,7 +247,8 @@ async def wait_for_members(bootstrap: str, group: str, count: int, timeout: floa
             except KafkaError as err:
                 states = [repr(err)]
             if states == [("Stable", count)]:
-                return
+                [described] = response.groups
+                return [set(ConsumerProtocolMemberAssignment.decode(member[4]).partitions()) for member in described[5]]
             if time.monotonic() > deadline:
                 raise AssertionError(f"group {group} did not settle with {count} members in {timeout:.0f}s: {states}")
             await asyncio.sleep(0.5)

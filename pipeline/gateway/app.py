@@ -18,6 +18,7 @@ from pipeline.gateway.bridge import KafkaBridge
 from pipeline.gateway.middleware import BodyLimit, CountRequests
 from pipeline.gateway.state import LiveState
 from pipeline.gateway.telemetry import RequestCounter
+from pipeline.policy import load_policy
 
 log = logging.getLogger("aiops.gateway")
 
@@ -27,7 +28,9 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
 
     ``store`` is any object with the :class:`pipeline.store.Store` methods; without one,
     ``GET /api/v1/metrics/recent`` answers 503. The caller owns it (the gateway never closes it).
-    Raises :class:`pipeline.gateway.auth.TokenConfigError` when the token settings cannot be parsed.
+    Raises :class:`pipeline.gateway.auth.TokenConfigError` when the token settings cannot be parsed,
+    and :class:`pipeline.policy.PolicyFileError` for a bad policy file (its catalog completes
+    manual action requests).
     """
     settings = settings or get_settings()
     tokens = TokenTable.from_settings(settings)
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
     app.state.live = live
     app.state.kafka = bridge
     app.state.store = store
+    app.state.catalog = load_policy(settings.policy_file).catalog if settings.policy_file else {}
     app.state.requests = RequestCounter()
 
     errors.install(app)

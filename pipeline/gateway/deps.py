@@ -1,13 +1,15 @@
-"""What routes take from the application: the live state, the Kafka bridge, the optional store."""
+"""What routes take from the application: the live state, the Kafka bridge, the catalog, the optional store."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
 
 from pipeline.gateway.bridge import KafkaBridge
 from pipeline.gateway.state import LiveState
+from pipeline.policy import CloudRunTarget, GkeTarget
 
 
 def live_state(request: Request) -> LiveState:
@@ -16,6 +18,11 @@ def live_state(request: Request) -> LiveState:
 
 def kafka(request: Request) -> KafkaBridge:
     return request.app.state.kafka
+
+
+def catalog(request: Request) -> Mapping[str, GkeTarget | CloudRunTarget]:
+    """Where each service runs, from the policy file (``AIOPS_POLICY_FILE``); empty without one."""
+    return request.app.state.catalog
 
 
 def store(request: Request) -> Any | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from pipeline.gateway.models import (
     command_fields,
 )
 from pipeline.gateway.state import LiveState
+from pipeline.policy import CloudRunTarget, GkeTarget, place
 from schemas import (
     ActionDecision,
     ActionRequest,
@@ -47,6 +49,7 @@ router = APIRouter(prefix="/api/v1")
 Operator = Annotated[Principal, Depends(require_operator)]
 Kafka = Annotated[KafkaBridge, Depends(deps.kafka)]
 State = Annotated[LiveState, Depends(deps.live_state)]
+Catalog = Annotated[Mapping[str, GkeTarget | CloudRunTarget], Depends(deps.catalog)]
 
 SAMPLES_PER_RECORD = 1000
 """Samples of one service per Kafka record: keeps records well under the broker's size limit."""
@@ -102,10 +105,16 @@ async def ingest_logs(batch: LogBatch, kafka: Kafka, who: Operator) -> dict[str,
 
 
 async def _request_action(
-    action_type: ActionType, command: Any, kafka: KafkaBridge, state: LiveState, who: Principal
+    action_type: ActionType,
+    command: Any,
+    catalog: Mapping[str, GkeTarget | CloudRunTarget],
+    kafka: KafkaBridge,
+    state: LiveState,
+    who: Principal,
 ) -> ActionResult:
+    fields = place(command_fields(command), catalog)
     try:
-        request = ActionRequest(**command_fields(command), action_type=action_type, triggered_by=f"manual:{who.name}")
+        request = ActionRequest(**fields, action_type=action_type, triggered_by=f"manual:{who.name}")
     except ValidationError as err:  # the rules across fields: cluster_name for GKE, region for Cloud Run...
         raise validation_error(err) from None
     await _send(kafka, topics.ACTION_REQUESTS.name, [(request.service_name, encode(request))])
@@ -138,15 +147,16 @@ async def _request_action(
 def _action_route(action_type: ActionType) -> None:
     async def endpoint(
         command: Annotated[ActionCommandBase, Body()],  # type: ignore[valid-type]
+        catalog: Catalog,
         kafka: Kafka,
         state: State,
         who: Operator,
     ) -> ActionResult:
-        return await _request_action(action_type, command, kafka, state, who)
+        return await _request_action(action_type, command, catalog, kafka, state, who)
 
     endpoint.__doc__ = (
-        f"Request a {action_type} (GKE needs cluster_name, Cloud Run needs region); the answer is pending: "
-        "follow the action in GET /api/v1/actions."
+        f"Request a {action_type} (GKE needs cluster_name, Cloud Run needs region, unless the policy file's "
+        "catalog names the service's target); the answer is pending: follow the action in GET /api/v1/actions."
     )
     router.add_api_route(
         f"/{action_type}",

@@ -435,6 +435,33 @@ async def test_manual_action_is_published_with_who_asked(client, kafka_bootstrap
     assert MANUAL_ACTION_ID in {entry["action_id"] for entry in log.json()["actions"]}
 
 
+async def test_the_catalog_completes_seed_requests_that_name_only_the_service(kafka_bootstrap, tmp_path):
+    run_svc, gke_svc = unique("catalogued-run"), unique("catalogued-gke")
+    policy = tmp_path / "policy.yaml"
+    catalog = {
+        run_svc: {"type": "cloud_run", "project": "shop-prod", "region": "europe-west1"},
+        gke_svc: {"type": "gke", "cluster": "prod", "namespace": "payments"},
+    }
+    policy.write_text(yaml.safe_dump({"catalog": catalog}))
+    bodies = [
+        {"service_name": run_svc, "target_type": "CloudRun"},
+        {"service_name": gke_svc, "target_type": "gke", "namespace": "canary"},
+    ]
+    with BackgroundGateway(gateway_settings(kafka_bootstrap, policy_file=policy)) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            for body in bodies:
+                body |= {"action_id": MANUAL_ACTION_ID}  # see test_manual_action_is_published_with_who_asked
+                response = await http.post("/api/v1/rollout_restart", json=body, headers=AS_OPERATOR)
+                assert response.status_code == 202, response.text
+
+    ours = (run_svc.encode(), gke_svc.encode())
+    found = await read_all(kafka_bootstrap, topics.ACTION_REQUESTS.name, keep=lambda r: r.key in ours)
+    published = {request.service_name: request for request in (decode(ActionRequest, r.value) for r in found)}
+    run, gke = published[run_svc], published[gke_svc]
+    assert (run.project, run.region) == ("shop-prod", "europe-west1")
+    assert (gke.cluster_name, gke.namespace) == ("prod", "canary"), "the caller's value wins"
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

@@ -95,7 +95,11 @@ async def test_worker_crash_loses_nothing_and_keeps_models_and_cooldowns(kafka_b
 async def test_two_workers_share_the_work_and_one_takes_over(kafka_bootstrap, workers, tmp_path):
     run = FleetRun(tmp_path)
     first, second = workers.start(**run.env), workers.start(**run.env)
-    await wait_for_members(kafka_bootstrap, workers.app_id, 2)
+    members = await wait_for_members(kafka_bootstrap, workers.app_id, 2)
+    for held in members:
+        assert {tp.partition for tp in held if tp.topic == topics.METRIC_SAMPLES.name}, (
+            f"a worker got no samples: {members}"
+        )
     await run.publish(kafka_bootstrap, 0, 200)
     await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS, timeout=180)
 

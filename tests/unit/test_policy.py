@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.policy import PolicyConfig, PolicyFileError, PolicyState, decide, load_policy
+from pipeline.policy import PolicyConfig, PolicyFileError, PolicyState, decide, load_policy, place
 from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, TargetType
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
@@ -175,3 +175,28 @@ def test_missing_file_is_a_clear_error(tmp_path: Path):
 def test_yaml_and_toml_files_load(tmp_path: Path):
     (tmp_path / "p.toml").write_text('[catalog.svc]\ntype = "cloud_run"\nproject = "p"\nregion = "r"\n')
     assert load_policy(tmp_path / "p.toml").catalog["svc"].region == "r"
+
+
+def test_the_catalog_fills_in_where_a_manually_requested_service_runs():
+    catalog = PolicyConfig.model_validate(
+        {
+            "catalog": {
+                "web": {"type": "cloud_run", "project": "shop", "region": "europe-west1"},
+                "api": {"type": "gke", "cluster": "prod", "namespace": "payments"},
+            }
+        }
+    ).catalog
+    assert place({"service_name": "web", "target_type": TargetType.CLOUD_RUN}, catalog) == {
+        "service_name": "web",
+        "target_type": TargetType.CLOUD_RUN,
+        "project": "shop",
+        "region": "europe-west1",
+    }
+    api = place({"service_name": "api", "target_type": TargetType.GKE, "namespace": "canary"}, catalog)
+    assert (api["cluster_name"], api["namespace"]) == ("prod", "canary")
+    other_type = {"service_name": "api", "target_type": TargetType.CLOUD_RUN}
+    assert place(other_type, catalog) == other_type
+    assert place({"service_name": "unknown", "target_type": TargetType.GKE}, catalog) == {
+        "service_name": "unknown",
+        "target_type": TargetType.GKE,
+    }
