@@ -42,13 +42,16 @@ async def decode_or_dead_letter(event: EventT, model: type[M]) -> M | None:
 
 async def dead_letter(event: EventT, payload: bytes, reason: str) -> None:
     message = event.message
-    letter = DeadLetter.for_record(
-        payload, reason, source_topic=message.topic, partition=message.partition, offset=message.offset, key=event.key
-    )
-    await dead_letter_topic.send(key=event.key, value=encode(letter))
-    log.warning(
-        "record dead-lettered", extra={"topic": message.topic, "offset": message.offset, "reason": reason[:300]}
-    )
+    await dead_letter_record(message.topic, message.partition, message.offset, event.key, payload, reason)
+
+
+async def dead_letter_record(
+    topic: str, partition: int, offset: int, key: bytes | None, payload: bytes, reason: str
+) -> None:
+    """Send the record at ``topic``/``partition``/``offset`` to the dead-letter topic with ``reason``."""
+    letter = DeadLetter.for_record(payload, reason, source_topic=topic, partition=partition, offset=offset, key=key)
+    await dead_letter_topic.send(key=key, value=encode(letter))
+    log.warning("record dead-lettered", extra={"topic": topic, "offset": offset, "reason": reason[:300]})
 
 
 async def send(

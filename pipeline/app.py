@@ -140,9 +140,6 @@ actuator_inbox = app.topic(
     topics.ACTION_REQUESTS.name, topics.ACTION_APPROVALS.name, partitions=1, key_type=bytes, value_type=bytes
 )
 
-sink_inbox = app.topic(
-    topics.METRIC_SAMPLES.name, topics.ANOMALIES.name, topics.ACTION_RESULTS.name, key_type=bytes, value_type=bytes
-)
 
 service_states = StateTable("services", topics.METRIC_SAMPLES, keep_objects=True)
 policy_states = StateTable("policy", topics.ANOMALIES)

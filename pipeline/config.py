@@ -26,8 +26,8 @@ class Settings(BaseSettings):
     events_retention_hours: int = Field(24 * 14, ge=1, description="Retention of anomaly, action and DLQ topics.")
     worker_agents: str = Field(
         "ingest,detect,policy,actuate,sink",
-        description="Agents a worker runs, comma separated. A worker that runs only `sink` (with its own "
-        "AIOPS_APP_ID) scales the store writes apart from the stream.",
+        description="Agents a worker runs, comma separated. The sink reads in a consumer group of its own "
+        "(`<AIOPS_APP_ID>-sink`): workers that run only `sink` scale the store writes apart from the stream.",
     )
     batch_max_records: int = Field(2000, ge=1, le=100_000, description="Records an agent takes in one batch at most.")
     batch_max_seconds: float = Field(

@@ -50,3 +50,25 @@ async def test_every_sample_is_stored_exactly_once_across_a_worker_kill(kafka_bo
     await wait_until_drained(kafka_bootstrap, workers.app_id, [topics.METRICS.name, topics.METRIC_SAMPLES.name])
     await poll(lambda: stored(database, run.services)[0] >= run.produced, "the store lacks samples")
     assert stored(database, run.services) == (run.produced, run.produced)
+
+
+async def test_a_locked_store_holds_back_only_the_sink(kafka_bootstrap, workers, tmp_path):
+    run = FleetRun(tmp_path)
+    database = tmp_path / "store.sqlite"
+    env = run.env | {"AIOPS_SQLITE_PATH": str(database)}
+    workers.start(**env)
+    await run.publish(kafka_bootstrap, 0, 120)
+    await poll(lambda: stored(database, run.services)[0] > 0, "the sink stored nothing")
+
+    lock = sqlite3.connect(database, isolation_level=None, timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")  # every write of the sink now fails as busy, and is retried
+    try:
+        held = lock.execute("SELECT COUNT(*) FROM metrics_raw").fetchone()[0]
+        await run.publish(kafka_bootstrap, 120, 400)
+        await wait_until_drained(kafka_bootstrap, workers.app_id, [topics.METRICS.name, topics.METRIC_SAMPLES.name])
+        assert lock.execute("SELECT COUNT(*) FROM metrics_raw").fetchone()[0] == held < run.produced
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    await poll(lambda: stored(database, run.services)[0] >= run.produced, "the store lacks samples")
+    assert stored(database, run.services) == (run.produced, run.produced)
