@@ -1,7 +1,7 @@
 """GkeConnector against a real cluster, opt-in: the fake proves the requests, this proves a real API server agrees.
 
-Use a disposable Deployment: the test restarts it and scales it (through its HPA if it has one), then puts the
-replica count or HPA bounds back.
+Use a disposable Deployment: the tests restart it (a rollout, then by deleting its pods) and scale it (through
+its HPA if it has one), then put the replica count or HPA bounds back.
 """
 
 from __future__ import annotations
@@ -76,3 +76,20 @@ def test_scale_up_by_one_and_back(target: tuple[GkeConnector, str, str, str]) ->
     finally:
         connector.scale(cluster, namespace, deployment, replicas=start["replicas"])
     assert wait_for_rollout(target)["replicas"] == start["replicas"]
+
+
+@pytest.mark.timeout(ROLLOUT_SECONDS + 60)
+def test_restart_pods_deletes_the_running_pods_and_the_deployment_replaces_them(
+    target: tuple[GkeConnector, str, str, str],
+) -> None:
+    connector, cluster, namespace, deployment = target
+    before = wait_for_rollout(target)
+
+    result = connector.restart_pods(cluster, namespace, deployment)
+
+    assert result["selector"] and len(result["deleted_pods"]) >= min(1, before["replicas"])
+    deadline = time.monotonic() + ROLLOUT_SECONDS
+    while (status := connector.status(cluster, namespace, deployment))["ready_replicas"] < before["replicas"]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"pods not replaced after {ROLLOUT_SECONDS}s: {status['message']}")
+        time.sleep(2)
