@@ -111,7 +111,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING", "text")  # the demo prints what the pipeline says; keep the rest quiet
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # retries while new topics elect leaders
-    return run_demo(get_settings())
+    return run_demo(get_settings(), kafka_port=args.kafka_port)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -297,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.set_defaults(run=cmd_backtest)
 
     demo = commands.add_parser("demo", help=cmd_demo.__doc__)
+    demo.add_argument(
+        "--kafka-port",
+        type=int,
+        default=9092,
+        help="port of the demo's own broker (when AIOPS_KAFKA_BOOTSTRAP is unset)",
+    )
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -25,7 +25,6 @@ from pipeline.producer import MetricsProducer
 from pipeline.simulator import WARM_HISTORY, Fleet, Incident, IncidentKind, publish_history, publish_live
 from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, ServiceHealth, decode
 
-DEMO_PORT = 9092
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
 INCIDENTS = (
     (IncidentKind.LATENCY_SPIKE, "payment-api", timedelta(seconds=45), timedelta(seconds=90)),
@@ -39,13 +38,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Settings, kafka_port: int) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as running:
         if "AIOPS_KAFKA_BOOTSTRAP" not in os.environ:
             from connectors.kafka_local import LocalKafka
 
-            broker = running.enter_context(LocalKafka(port=DEMO_PORT))
+            broker = running.enter_context(LocalKafka(port=kafka_port))
             settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
         settings = settings.model_copy(update={"policy_file": settings.policy_file or DEMO_POLICY})
         print(f"kafka      {settings.kafka_bootstrap}", flush=True)

@@ -1,4 +1,4 @@
-"""Integration fixtures: workers on the session's broker, each test with its own consumer group."""
+"""Integration fixtures: workers on the session's broker, each test with its own consumer group; a headless Chromium."""
 
 from __future__ import annotations
 
@@ -11,6 +11,29 @@ import pytest
 from pipeline.config import Settings
 from pipeline.topics import ensure_topics
 from tests.support import WorkerGroup
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def playwright_chromium():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

@@ -1,0 +1,97 @@
+"""`aiops demo` as a user runs it: its own broker, worker, gateway and simulator, and the first
+injected incident on the dashboard within three minutes of the start; Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.gateway.server import free_port
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+FIRST_INCIDENT_SECONDS = 180
+"""The first incident (a payment-api latency spike at +45 s) must be on aiops.anomalies by then."""
+
+
+class Output:
+    """The demo's lines as they come, read on a thread so a test can wait for one with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, deadline: float) -> re.Match[str]:
+        """The first line matching ``pattern``; fails at ``deadline`` (time.monotonic) with the output so far."""
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    if match := re.search(pattern, line):
+                        return match
+                seen = len(self.lines)
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no line matching {pattern!r} in time; the demo said:\n" + self.text())
+                self._changed.wait(timeout=1)
+
+    def text(self) -> str:
+        return "\n".join(self.lines[-200:])
+
+
+def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes(tmp_path, playwright_chromium):
+    kafka_port, gateway_port = free_port(), free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIOPS_")} | {
+        "AIOPS_DATA_DIR": str(tmp_path / "state"),
+        "AIOPS_SQLITE_PATH": str(tmp_path / "store.sqlite"),
+        "AIOPS_GATEWAY_PORT": str(gateway_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "pipeline.cli", "demo", "--kafka-port", str(kafka_port)]
+    started = time.monotonic()
+    demo = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(demo)
+    worker_pid = None
+    try:
+        worker_pid = int(output.wait_for(r"^worker\s+pid (\d+)", started + 120)[1])
+        link = output.wait_for(r"^dashboard\s+(http://\S+#token=\S+)", started + 120)[1]
+        output.wait_for(r"anomaly\s+payment-api latency_p95", started + FIRST_INCIDENT_SECONDS)
+
+        page = playwright_chromium.new_page(viewport={"width": 1600, "height": 1050})
+        try:
+            page.goto(link)
+            page.wait_for_selector('#anomaly-feed li.anomaly[data-service="payment-api"]', timeout=60_000)
+            for service in ("payment-api", "user-auth", "inventory-svc", "notification-svc"):
+                page.wait_for_selector(f'article.service[data-service="{service}"]', timeout=30_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True, animations="disabled")
+        finally:
+            page.close()
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            demo.wait(90)
+        finally:
+            demo.kill()
+    assert demo.returncode == 0, output.text()
+    assert not Path(f"/proc/{worker_pid}").exists(), "Ctrl-C left the worker running"
+    for port in (kafka_port, gateway_port):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"Ctrl-C left something listening on {port}"
