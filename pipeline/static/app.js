@@ -144,6 +144,37 @@ function recordHealth(service) {
   state.history.set(service.name, series);
 }
 
+// A page opened mid-incident draws its sparklines from the store's raw samples, averaged per
+// SEED_BUCKET_MS, until live health updates take over; without a store the lines start empty.
+const SEED_BUCKET_MS = 10000;
+const seeded = new Set();
+
+async function seedHistory(name) {
+  if (seeded.has(name)) return;
+  seeded.add(name);
+  let recent;
+  try {
+    recent = await api(`/api/v1/metrics/recent?service_name=${encodeURIComponent(name)}&limit=1000`);
+  } catch (err) {
+    return;
+  }
+  const buckets = {}; // metric -> Map(bucket -> [sum, count])
+  for (const sample of recent.metrics) {
+    const bucket = Math.floor(Date.parse(sample.timestamp) / SEED_BUCKET_MS);
+    const sums = (buckets[sample.metric_name] = buckets[sample.metric_name] || new Map());
+    const [sum, count] = sums.get(bucket) || [0, 0];
+    sums.set(bucket, [sum + sample.value, count + 1]);
+  }
+  const series = state.history.get(name) || {};
+  for (const [metric] of METRICS) {
+    if (!buckets[metric]) continue;
+    const past = [...buckets[metric].entries()].sort((a, b) => a[0] - b[0]).map(([, [sum, count]]) => sum / count);
+    series[metric] = past.concat(series[metric] || []).slice(-HISTORY);
+  }
+  state.history.set(name, series);
+  render();
+}
+
 function recordAnomaly(anomaly, live) {
   if (state.anomalyIds.has(anomaly.id)) return;
   state.anomalyIds.add(anomaly.id);
@@ -419,6 +450,7 @@ async function loadAll() {
     for (const anomaly of anomalies.anomalies) recordAnomaly(anomaly, false);
     for (const entry of actions.actions) recordAction(entry, false);
     render();
+    for (const service of services.services) seedHistory(service.name);
   } catch (err) {
     if (err.status === 401 || err.status === 403) state.authError = `${err.message} — enter a token at the top right.`;
     renderConnection();

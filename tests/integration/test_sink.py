@@ -21,12 +21,16 @@ def stored(path: Path, services: tuple[str, ...]) -> tuple[int, int]:
     if not path.exists():
         return 0, 0
     with sqlite3.connect(path, timeout=10) as db:
-        marks = ",".join("?" * len(services))
-        query = f"SELECT COUNT(*), COUNT(DISTINCT event_id) FROM metrics_raw WHERE service_name IN ({marks})"
         try:
-            return db.execute(query, services).fetchone()
+            return counted(db, services)
         except sqlite3.OperationalError:  # the sink has not created its tables yet
             return 0, 0
+
+
+def counted(db: sqlite3.Connection, services: tuple[str, ...]) -> tuple[int, int]:
+    marks = ",".join("?" * len(services))
+    query = f"SELECT COUNT(*), COUNT(DISTINCT event_id) FROM metrics_raw WHERE service_name IN ({marks})"
+    return db.execute(query, services).fetchone()
 
 
 async def poll(check, what: str, timeout: float = 120.0) -> None:
@@ -63,10 +67,10 @@ async def test_a_locked_store_holds_back_only_the_sink(kafka_bootstrap, workers,
     lock = sqlite3.connect(database, isolation_level=None, timeout=30)
     lock.execute("BEGIN EXCLUSIVE")  # every write of the sink now fails as busy, and is retried
     try:
-        held = lock.execute("SELECT COUNT(*) FROM metrics_raw").fetchone()[0]
+        held = counted(lock, run.services)
         await run.publish(kafka_bootstrap, 120, 400)
         await wait_until_drained(kafka_bootstrap, workers.app_id, [topics.METRICS.name, topics.METRIC_SAMPLES.name])
-        assert lock.execute("SELECT COUNT(*) FROM metrics_raw").fetchone()[0] == held < run.produced
+        assert counted(lock, run.services) == held and held[0] < run.produced
     finally:
         lock.execute("COMMIT")
         lock.close()
