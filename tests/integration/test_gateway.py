@@ -562,21 +562,32 @@ async def test_approve_and_reject_pending_requests_through_the_actuator(client, 
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
-def test_openapi_contract_no_server_errors_and_conforming_responses(gateway, kafka_bootstrap):
-    """Generated requests for every operation on the gateway on the real broker: never a 5xx, and every
-    response, the 202s of accepted writes too, matches its documented schema.
+def test_openapi_contract_no_server_errors_and_conforming_responses(kafka_bootstrap, tmp_path):
+    """Generated requests for every operation on a gateway with a store, on the real broker: never a 5xx, and
+    every response, the 202s of accepted writes too, matches its documented schema.
 
     Generated action requests all carry one action id: to the actuators of later tests, which replay the
     requests topic, all but the first are duplicates, so they do not use up their circuit breaker.
     """
     schemathesis = pytest.importorskip("schemathesis")
+    from connectors.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        with BackgroundGateway(gateway_settings(kafka_bootstrap), store=store) as gateway:
+            failures = contract_failures(schemathesis.openapi.from_url(f"{gateway.url}/openapi.json"), gateway.url)
+    finally:
+        store.close()
+    assert not failures, "\n".join(failures)
+
+
+def contract_failures(schema: Any, base_url: str) -> list[str]:
     from hypothesis import HealthCheck, given, settings
     from schemathesis.generation import GenerationMode
     from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
     action_paths = {f"/api/v1/{action}" for action in ActionType}
     failures: list[str] = []
-    schema = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
     for result in schema.get_all_operations():
         operation = result.ok()
         if operation.path == "/api/v1/stream":
@@ -590,7 +601,7 @@ def test_openapi_contract_no_server_errors_and_conforming_responses(gateway, kaf
             def check(case) -> None:
                 if operation.path in action_paths and isinstance(case.body, dict):  # noqa: B023 - run at once
                     case.body["action_id"] = MANUAL_ACTION_ID
-                response = case.call(base_url=gateway.url, headers=headers, timeout=30)  # noqa: B023
+                response = case.call(base_url=base_url, headers=headers, timeout=30)  # noqa: B023
                 if response.status_code >= 500:
                     failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text}")
                 case.validate_response(response, checks=[response_schema_conformance, status_code_conformance])
@@ -599,4 +610,4 @@ def test_openapi_contract_no_server_errors_and_conforming_responses(gateway, kaf
                 check()
             except Exception as err:  # noqa: BLE001 - collect every operation's failure, then report all
                 failures.append(f"{operation.method.upper()} {operation.path} ({mode}): {err}"[:800])
-    assert not failures, "\n".join(failures)
+    return failures
