@@ -48,8 +48,7 @@ async def actuate(stream):
         if step.run is not None:
             # The intent is durable before anything touches the target: after a crash the
             # request is redelivered, recognised, and never run a second time.
-            actuator_states[STATE_KEY] = state
-            await app.producer.flush()
+            await actuator_states.save(STATE_KEY, state)
         await _publish(step.results)
         if step.run is not None:
             outcome = await carry_out(step.run, now)

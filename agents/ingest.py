@@ -1,4 +1,9 @@
-"""``aiops.metrics`` → valid samples on ``aiops.metrics.samples``, merged per partition; the rest dead-lettered."""
+"""``aiops.metrics`` → valid samples on ``aiops.metrics.samples``, merged per partition; the rest dead-lettered.
+
+Ingest reads in a consumer group of its own (``<AIOPS_APP_ID>-ingest``), whole fetches at a time:
+producers that send one sample per message would otherwise pay Faust's cost per event on every
+sample.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,30 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from agents._emit import ORIGIN_HEADER, dead_letter, send
+from aiokafka import ConsumerRecord
+
+from agents._consumer import BatchConsumer, dead_letter
+from agents._emit import ORIGIN_HEADER, send
 from pipeline import topics
-from pipeline.app import app, metric_samples_topic, metrics_topic, settings
+from pipeline.app import app, metric_samples_topic, settings
 from pipeline.ingest import STEP_SAMPLES, SampleRouter, parse_metrics_record
 from pipeline.windows import Origin, runs_header
 from schemas import MetricBatch, encode
 
 
-@app.agent(metrics_topic)
-async def ingest_metrics(stream):
-    partitions = topics.METRIC_SAMPLES.partitions(settings)
-    async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
+@app.service
+class Ingest(BatchConsumer):
+    stage = "ingest"
+    source_topics = (topics.METRICS.name,)
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        partitions = topics.METRIC_SAMPLES.partitions(settings)
         router, pending = SampleRouter(partitions), []
-        for event in events:
-            message = event.message
-            result = parse_metrics_record(event.value)
-            router.add(result, Origin.of(message.topic, message.partition, message.offset))
+        for record in records:
+            result = parse_metrics_record(record.value)
+            router.add(result, Origin.of(record.topic, record.partition, record.offset))
             for rejection in result.rejected:
-                await dead_letter(event, rejection.payload, rejection.reason)
+                await dead_letter(record, rejection.payload, rejection.reason)
             if router.samples >= STEP_SAMPLES:
                 pending += await _send(router)
                 router = SampleRouter(partitions)

@@ -65,7 +65,7 @@ from pipeline.config import Settings
 from pipeline.producer import MetricsProducer
 from pipeline.windows import percentile
 from schemas import STANDARD_METRICS, Anomaly, MetricSample, WindowAggregate, decode
-from tests.support import wait_for_members, wait_until_drained
+from tests.support import reading_group, stream_groups, wait_for_members, wait_until_drained
 
 TICK_SECONDS = 0.1
 STAGES = [topics.METRICS.name, topics.METRIC_SAMPLES.name]
@@ -97,8 +97,8 @@ def check_alive(worker: subprocess.Popen[bytes], log_path: Path) -> None:
 async def until_worker_ready(
     bootstrap: str, app_id: str, worker: subprocess.Popen[bytes], log_path: Path, timeout: float = 180
 ) -> None:
-    """Wait until the worker's consumer group is stable with one member, failing fast if it dies."""
-    waiting = asyncio.create_task(wait_for_members(bootstrap, app_id, 1, timeout=timeout))
+    """Wait until the worker's consumer groups are stable with one member, failing fast if it dies."""
+    waiting = asyncio.create_task(all_settled(bootstrap, app_id, timeout))
     try:
         while not waiting.done():
             check_alive(worker, log_path)
@@ -106,6 +106,11 @@ async def until_worker_ready(
         await waiting
     finally:
         waiting.cancel()
+
+
+async def all_settled(bootstrap: str, app_id: str, timeout: float) -> None:
+    for group in stream_groups(app_id):
+        await wait_for_members(bootstrap, group, 1, timeout=timeout)
 
 
 async def partitions_of(bootstrap: str, names: Sequence[str]) -> list[TopicPartition]:
@@ -135,50 +140,51 @@ async def end_offsets(bootstrap: str, partitions: list[TopicPartition]) -> dict[
         await consumer.stop()
 
 
-async def start_group_at_end(bootstrap: str, group: str, names: Sequence[str] = ()) -> None:
-    """Commit the current end of every pipeline topic for ``group`` before its worker starts.
+async def start_group_at_end(bootstrap: str, app_id: str, names: Sequence[str] = ()) -> None:
+    """Commit the current end of every pipeline topic for the groups of ``app_id`` before its worker starts.
 
     The worker starts from the earliest offset where its group has none, so on a broker that
     already holds records (KAFKA_BOOTSTRAP, or an earlier run of this process) it would first
     work through all of them; with this, a fresh worker sees only what is published after.
     """
     partitions = await partitions_of(bootstrap, list(names) or [spec.name for spec in topics.ALL_TOPICS])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        await consumer.commit(dict(ends))
-    finally:
-        await consumer.stop()
+    for group in stream_groups(app_id):
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(partitions)
+            consumer.assign(partitions)
+            await consumer.commit(dict(ends))
+        finally:
+            await consumer.stop()
 
 
-async def backlog(bootstrap: str, group: str, names: Sequence[str] = STAGES) -> dict[str, int]:
-    """Records per topic that ``group`` has not committed yet (-1: the group could not be asked)."""
+async def backlog(bootstrap: str, app_id: str, names: Sequence[str] = STAGES) -> dict[str, int]:
+    """Records per topic that the stage reading it has not committed yet (-1: its group could not be asked)."""
     partitions = await partitions_of(bootstrap, names)
     ends = await end_offsets(bootstrap, partitions)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    behind = dict.fromkeys(names, 0)
     try:
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        for tp in partitions:
+            committed = await admin.list_consumer_group_offsets(reading_group(app_id, tp.topic), partitions=[tp])
+            done = committed[tp].offset if tp in committed else 0
+            behind[tp.topic] += ends[tp] - max(done, 0)
     except KafkaError:
         return dict.fromkeys(names, -1)
     finally:
         await admin.close()
-    behind = dict.fromkeys(names, 0)
-    for tp in partitions:
-        done = committed[tp].offset if tp in committed else 0
-        behind[tp.topic] += ends[tp] - max(done, 0)
     return behind
 
 
-async def drained_within(bootstrap: str, group: str, timeout: float) -> bool:
-    """True once ``group`` has committed everything of STAGES (checked twice, since the last
+async def drained_within(bootstrap: str, app_id: str, timeout: float) -> bool:
+    """True once the stages of ``app_id`` have committed everything of STAGES (checked twice, since the last
     stage's input may still be growing at the first check); False at the deadline."""
     deadline = time.monotonic() + timeout
     try:
         for _ in range(2):
-            await wait_until_drained(bootstrap, group, STAGES, timeout=max(1.0, deadline - time.monotonic()))
+            await wait_until_drained(bootstrap, app_id, STAGES, timeout=max(1.0, deadline - time.monotonic()))
     except AssertionError:
         return False
     return True

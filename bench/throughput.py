@@ -89,7 +89,8 @@ async def pipeline(bootstrap: str, workdir: Path) -> tuple[float, float, float]:
     env = worker_env(bootstrap, app_id, workdir, {"AIOPS_WORKER_AGENTS": "ingest,detect"})
     started = time.perf_counter()
     with running_worker(env, workdir / "worker.log") as worker:
-        await wait_for_members(bootstrap, app_id, 1, timeout=300)
+        # Timed from when ingest may start: the detect stage's group settles a little later.
+        await wait_for_members(bootstrap, topics.stage_group(app_id, "ingest"), 1, timeout=300)
         ready, ready_cpu = time.perf_counter(), cpu_seconds(worker.pid)
         stages = [topics.METRICS.name, topics.METRIC_SAMPLES.name]
         await wait_until_drained(bootstrap, app_id, stages, timeout=3600)

@@ -123,12 +123,27 @@ class StateTable:
         if self._keep_objects:
             self._objects[service] = (raw, value)
 
+    async def save(self, service: str, value: Any) -> None:
+        """Write ``value`` and wait until the broker has it, with every record handed to the
+        producer before it: for an intent that must be durable before anything acts on it."""
+        self[service] = value
+        await deliver_buffered()
+
     def forget(self) -> None:
         """Drop the kept objects: the next :meth:`get` of each service reads its changelog value."""
         self._objects.clear()
 
 
-metrics_topic = faust_topic(topics.METRICS)
+async def deliver_buffered() -> None:
+    """Wait until the broker acknowledged every record handed to the app's producer so far, table
+    changelog records included. Faust's ``producer.flush()`` stops waiting on its buffer after
+    0.1 s without progress, so alone it guarantees nothing."""
+    buffer = app.producer.buffer
+    while buffer.size:
+        await buffer.flush()
+    await app.producer.flush()
+
+
 metric_samples_topic = faust_topic(topics.METRIC_SAMPLES)
 dead_letter_topic = faust_topic(topics.METRICS_DLQ)
 windows_topic = faust_topic(topics.WINDOWS)

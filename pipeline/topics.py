@@ -92,6 +92,12 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def stage_group(app_id: str, stage: str) -> str:
+    """The consumer group of a stage that reads with a consumer of its own (ingest, sink); the
+    other stages read in the Faust app's group, ``app_id`` itself."""
+    return f"{app_id}-{stage}"
+
+
 async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
     """Create the topics that do not exist yet; existing ones are left as they are. Returns the created names."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -205,28 +206,47 @@ async def read_all(
         await consumer.stop()
 
 
-async def wait_until_drained(bootstrap: str, group: str, topics: list[str], timeout: float = 120.0) -> None:
-    """Wait until ``group`` has committed every record of ``topics``: each stage is done with its input."""
+def stream_groups(app_id: str) -> list[str]:
+    """The consumer groups of a worker of ``app_id`` that runs ingest and detect."""
+    return [topics.stage_group(app_id, "ingest"), app_id]
+
+
+def reading_group(app_id: str, topic: str) -> str:
+    """The consumer group in which the pipeline of ``app_id`` reads ``topic`` for its stream."""
+    return topics.stage_group(app_id, "ingest") if topic == topics.METRICS.name else app_id
+
+
+async def wait_until_drained(bootstrap: str, app_id: str, names: list[str], timeout: float = 120.0) -> None:
+    """Wait until the stages of ``app_id`` have committed every record of the topics ``names``:
+    each stage is done with its input."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    probe = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(*names, bootstrap_servers=bootstrap)
     await admin.start()
     await probe.start()
     deadline = time.monotonic() + timeout
     try:
-        partitions = await _partitions(probe, topics)
+        partitions = await _partitions(probe, names)
+        by_group: dict[str, list[TopicPartition]] = {}
+        for tp in partitions:
+            by_group.setdefault(reading_group(app_id, tp.topic), []).append(tp)
         while True:
             ends = await probe.end_offsets(partitions)
-            try:
-                committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            except KafkaError as err:  # the group coordinator is still loading: ask again
-                committed, behind = {}, {"coordinator": repr(err)}
-            else:
+            behind: dict[Any, Any] = {}
+            for group, group_partitions in by_group.items():
+                try:
+                    committed = await admin.list_consumer_group_offsets(group, partitions=group_partitions)
+                except KafkaError as err:  # the group coordinator is still loading: ask again
+                    behind[group] = repr(err)
+                    continue
                 # A partition the group never committed reports -1 (or is left out): nothing consumed yet.
-                behind = {tp: ends[tp] - max(committed[tp].offset if tp in committed else 0, 0) for tp in partitions}
-                if all(lag <= 0 for lag in behind.values()):
-                    return
+                for tp in group_partitions:
+                    lag = ends[tp] - max(committed[tp].offset if tp in committed else 0, 0)
+                    if lag > 0:
+                        behind[tp] = lag
+            if not behind:
+                return
             if time.monotonic() > deadline:
-                raise AssertionError(f"group {group} still behind after {timeout:.0f}s: {behind}")
+                raise AssertionError(f"stages of {app_id} still behind after {timeout:.0f}s: {behind}")
             await asyncio.sleep(0.5)
     finally:
         await probe.stop()

@@ -27,6 +27,7 @@ const state = {
   fresh: new Set(), // ids to highlight once
   backendUp: null,
   kafkaUp: null,
+  hasStore: false, // the gateway keeps raw metric history: sparklines can start from it
   live: "unknown", // "up" | "polling" | "down"
   filter: "",
 };
@@ -145,12 +146,12 @@ function recordHealth(service) {
 }
 
 // A page opened mid-incident draws its sparklines from the store's raw samples, averaged per
-// SEED_BUCKET_MS, until live health updates take over; without a store the lines start empty.
+// SEED_BUCKET_MS, before the live health updates; without a store (see /api/v1/health) they start empty.
 const SEED_BUCKET_MS = 10000;
 const seeded = new Set();
 
 async function seedHistory(name) {
-  if (seeded.has(name)) return;
+  if (!state.hasStore || seeded.has(name)) return;
   seeded.add(name);
   let recent;
   try {
@@ -429,6 +430,8 @@ async function checkHealth() {
     const health = await api("/api/v1/health");
     state.kafkaUp = health.kafka.reachable;
     state.kafkaError = health.kafka.error;
+    state.hasStore = health.store;
+    for (const name of state.services.keys()) seedHistory(name);
   } catch (err) {
     state.kafkaUp = null;
   }

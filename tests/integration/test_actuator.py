@@ -95,6 +95,9 @@ async def test_duplicates_cooldowns_and_idempotency_survive_a_worker_kill(kafka_
         "AIOPS_POLICY_FILE": str(policy_file(tmp_path, {"cooldown_seconds": 3600})),
         "AIOPS_KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
         "AIOPS_ACTIONS_EXECUTE": "true",
+        # Only the actuator: this test's fresh group would otherwise first replay every earlier
+        # test's metrics, and the time that takes is not what is tested here.
+        "AIOPS_WORKER_AGENTS": "actuate",
     }
     actions = Actions(kafka_bootstrap, service)
     first = workers.start(**env)
@@ -132,6 +135,7 @@ async def test_dry_run_changes_nothing_and_approval_gates_scaling(kafka_bootstra
     workers.start(
         AIOPS_POLICY_FILE=str(policy_file(tmp_path, guardrails)),
         AIOPS_KUBECONFIG=str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+        AIOPS_WORKER_AGENTS="actuate",
     )
     actions = Actions(kafka_bootstrap, service)
     await actions.request(restart_request("d-1", service))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from agents import sink
@@ -12,10 +14,10 @@ from pipeline.store import StoreError
 def letters(monkeypatch) -> list[tuple[str, str]]:
     sent: list[tuple[str, str]] = []
 
-    async def dead_letter(record, reason: str) -> None:
+    async def dead_letter(record, payload: bytes, reason: str) -> None:
         sent.append((record, reason))
 
-    monkeypatch.setattr(sink, "_dead_letter", dead_letter)
+    monkeypatch.setattr(sink, "dead_letter", dead_letter)
     return sent
 
 
@@ -28,9 +30,10 @@ async def test_a_refused_record_is_dead_lettered_and_the_others_are_stored(lette
         stored.extend(items)
         return len(items)
 
-    await sink._write(write, [("r1", "ok-1"), ("r2", "bad"), ("r3", "ok-2")])
+    refused = SimpleNamespace(value=b"bad")
+    await sink._write(write, [(SimpleNamespace(value=b"ok-1"), "ok-1"), (refused, "bad"), (None, "ok-2")])
     assert stored == ["ok-1", "ok-2"]
-    assert letters == [("r2", "store refused the record: row rejected: no such column")]
+    assert letters == [(refused, "store refused the record: row rejected: no such column")]
 
 
 async def test_a_busy_store_is_retried_until_it_takes_the_whole_batch(letters):
@@ -42,5 +45,5 @@ async def test_a_busy_store_is_retried_until_it_takes_the_whole_batch(letters):
             raise StoreError("database is locked", retryable=True)
         return len(items)
 
-    await sink._write(write, [("r1", "a"), ("r2", "b")])
+    await sink._write(write, [(None, "a"), (None, "b")])
     assert calls == [["a", "b"]] * 3 and letters == []

@@ -1,0 +1,101 @@
+"""Stages that read with a Kafka consumer of their own rather than the worker's Faust consumer.
+
+Faust hands every record to its agents one by one, which costs more than the work when
+records are small (one sample per message), and it pauses a partition for every reader when
+one reader's buffer is full. A :class:`BatchConsumer` reads whole fetches in a consumer group
+of its own and commits a batch's offsets only after handling it: a crash re-delivers the batch,
+and every stage it feeds recognises what it has already seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import abstractmethod
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from mode import Service
+
+from agents._emit import dead_letter_record
+from pipeline import topics
+from pipeline.app import settings
+
+log = logging.getLogger("aiops.agents")
+
+Records = dict[TopicPartition, list[ConsumerRecord]]
+
+
+class BatchConsumer(Service):
+    """Reads :attr:`source_topics` in the group ``<AIOPS_APP_ID>-<stage>`` in batches of at most
+    ``max_records`` records or ``max_seconds`` of waiting, and hands each to :meth:`handle`."""
+
+    stage: str
+    source_topics: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def max_records(self) -> int:
+        return settings.batch_max_records
+
+    @property
+    def max_seconds(self) -> float:
+        return settings.batch_max_seconds
+
+    @abstractmethod
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        """Handle a batch; offsets are committed when this returns."""
+
+    async def on_start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *self.source_topics,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=topics.stage_group(settings.app_id, self.stage),
+            client_id=topics.stage_group(settings.app_id, self.stage),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.kafka_session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(settings.kafka_session_timeout_seconds * 1000 / 3),
+        )
+        await self._consumer.start()
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    @Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            batch = await self._next_batch()
+            if batch:
+                await self.handle([record for records in batch.values() for record in records])
+                await self._commit(batch)
+
+    async def _next_batch(self) -> Records:
+        assert self._consumer is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_seconds
+        batch: Records = {}
+        room = self.max_records
+        while room > 0 and not self.should_stop and (remaining := deadline - loop.time()) > 0:
+            got = await self._consumer.getmany(timeout_ms=max(1, int(remaining * 1000)), max_records=room)
+            for tp, records in got.items():
+                batch.setdefault(tp, []).extend(records)
+                room -= len(records)
+        return batch
+
+    async def _commit(self, batch: Records) -> None:
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        except (CommitFailedError, KafkaError) as err:
+            # The group rebalanced meanwhile: the partitions' new owner handles these records again.
+            log.warning(
+                "commit failed; the batch will be handled again", extra={"stage": self.stage, "error": repr(err)[:300]}
+            )
+
+
+async def dead_letter(record: ConsumerRecord, payload: bytes, reason: str) -> None:
+    await dead_letter_record(record.topic, record.partition, record.offset, record.key, payload, reason)
