@@ -1,4 +1,7 @@
-"""Thin Faust agents: decode a record, call the core, emit. :func:`register` puts them on the app.
+"""Thin agents: decode a record, call the core, emit. :func:`register` puts them on the app.
+
+Detect, policy and actuate are Faust agents; ingest and the sink are :class:`agents._consumer.BatchConsumer`
+services, each reading in a consumer group of its own.
 
 aiops.metrics ─ingest─► aiops.metrics.samples ─detect─┬─► aiops.windows (closed windows, judged at once:)
                                                       ├─► aiops.anomalies

@@ -10,11 +10,12 @@ and every stage it feeds recognises what it has already seen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import abstractmethod
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
 from agents._emit import dead_letter_record
@@ -24,6 +25,9 @@ from pipeline.app import settings
 log = logging.getLogger("aiops.agents")
 
 Records = dict[TopicPartition, list[ConsumerRecord]]
+
+RETRY_SECONDS = 1.0
+"""Pause before reading a failed batch again (the broker down, say)."""
 
 
 class BatchConsumer(Service):
@@ -69,9 +73,16 @@ class BatchConsumer(Service):
     async def _run(self) -> None:
         while not self.should_stop:
             batch = await self._next_batch()
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self.handle([record for records in batch.values() for record in records])
-                await self._commit(batch)
+            except Exception as err:  # noqa: BLE001 - a failed batch is read again, never skipped
+                log.exception("batch failed; reading it again", extra={"stage": self.stage, "error": repr(err)[:300]})
+                self._rewind(batch)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            await self._commit(batch)
 
     async def _next_batch(self) -> Records:
         assert self._consumer is not None
@@ -85,6 +96,12 @@ class BatchConsumer(Service):
                 batch.setdefault(tp, []).extend(records)
                 room -= len(records)
         return batch
+
+    def _rewind(self, batch: Records) -> None:
+        assert self._consumer is not None
+        for tp, records in batch.items():
+            with contextlib.suppress(IllegalStateError):  # no longer ours: its new owner reads it
+                self._consumer.seek(tp, records[0].offset)
 
     async def _commit(self, batch: Records) -> None:
         assert self._consumer is not None

@@ -16,7 +16,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIOPS_", env_file=".env", extra="ignore")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
-    app_id: str = Field("aiops-sentry", description="Faust application id: the consumer group and table prefix.")
+    app_id: str = Field(
+        "aiops-sentry",
+        description="Faust application id: the consumer group and table prefix; ingest and the sink "
+        "read in the groups `<AIOPS_APP_ID>-ingest` and `<AIOPS_APP_ID>-sink`.",
+    )
     kafka_session_timeout_seconds: float = Field(
         30, ge=6, le=300, description="How soon the group notices a crashed worker and moves its partitions."
     )
