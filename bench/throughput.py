@@ -5,7 +5,8 @@
 Starts a fresh local broker (or uses KAFKA_BOOTSTRAP), publishes the samples in batched
 records, then measures (a) a bare aiokafka consumer that only decodes the records and (b) one
 `aiops worker` running the pipeline (ingest → windows → detection → anomalies) from the moment
-its consumer group settled until it has committed every record of every stage, and (c) the same tumbling-window
+ingest's consumer group settled (the worker has recovered its tables by then) until it has committed
+every record of every stage, and (c) the same tumbling-window
 mean written with Quix Streams (``bench/quix_window.py``; needs the ``bench`` extra). Reports
 samples/s, CPU seconds per million samples, b/a and b/c.
 """
@@ -83,7 +84,7 @@ async def bare_consumer(bootstrap: str, expected: int) -> tuple[float, float]:
 
 async def pipeline(bootstrap: str, workdir: Path) -> tuple[float, float, float]:
     """Seconds from the worker's start until it committed everything; the same from the moment its
-    consumer group settled (start-up left out); and its CPU seconds from that moment."""
+    ingest's consumer group settled (start-up left out); and its CPU seconds from that moment."""
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     # The stream only: the store's writes are measured by bench.store_ingest and run on their own workers.
     env = worker_env(bootstrap, app_id, workdir, {"AIOPS_WORKER_AGENTS": "ingest,detect"})
@@ -116,7 +117,7 @@ async def main(args: argparse.Namespace) -> None:
     for name, seconds, cpu in rows:
         print(f"| {name} | {sent / seconds:,.0f} | {cpu / sent * 1e6:.1f} |")
     print(
-        f"\nThe pipeline's time runs from the moment its consumer group settled; with the worker's start-up"
+        f"\nThe pipeline's time runs from the moment ingest's consumer group settled; with the worker's start-up"
         f" it is {with_start_up:.1f} s ({sent / with_start_up:,.0f} samples/s)."
     )
     print(f"pipeline / bare consumer: {bare / full:.0%}")
