@@ -8,6 +8,7 @@ carry the samples of every service of one partition, put there explicitly by
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -73,8 +74,10 @@ ACTION_RESULTS = TopicSpec(
 )
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2) gives a record with this key."""
+    """The partition Kafka's default partitioner (murmur2) gives a record with this key. Cached:
+    ingest asks for every sample, of a few thousand services, and murmur2 is pure Python."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
