@@ -51,8 +51,13 @@ class StoreSink(BatchConsumer):
         return settings.sink_batch_seconds
 
     async def on_start(self) -> None:
-        self._writers = writers(open_store(settings))
+        self._store = open_store(settings)
+        self._writers = writers(self._store)
         await super().on_start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        self._store.close()
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         for topic, (model, write) in self._writers.items():

@@ -58,6 +58,12 @@ class AnomaliesResponse(BaseModel):
     count: int
 
 
+class CatalogResponse(BaseModel):
+    targets: dict[ServiceName, dict[str, str]] = Field(
+        description="Per service: target_type and where it runs (cluster_name and namespace, or project and region)."
+    )
+
+
 class RecentMetricsResponse(BaseModel):
     metrics: list[MetricSample]
     count: int

@@ -1,9 +1,10 @@
-"""Read endpoints of the seed API: services, anomalies, recent raw metrics, and the action log."""
+"""Read endpoints of the seed API: services, anomalies, recent raw metrics, the action log; and the catalog."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,11 +16,13 @@ from pipeline.gateway.models import (
     ActionHistoryResponse,
     ActionLogResponse,
     AnomaliesResponse,
+    CatalogResponse,
     RecentMetricsResponse,
     ServicesResponse,
     service_view,
 )
 from pipeline.gateway.state import LiveState
+from pipeline.policy import CloudRunTarget, GkeTarget, placement
 
 log = logging.getLogger("aiops.gateway")
 
@@ -36,6 +39,16 @@ async def services(state: State) -> dict[str, Any]:
     """The latest health of every service, from the compacted ``aiops.service-health``."""
     views = [service_view(state.services[name]) for name in sorted(state.services)]
     return {"services": views, "count": len(views)}
+
+
+Catalog = Annotated[Mapping[str, GkeTarget | CloudRunTarget], Depends(deps.catalog)]
+
+
+@router.get("/catalog", response_model=CatalogResponse, tags=["actions"])
+async def catalog(targets: Catalog) -> dict[str, Any]:
+    """Where each service of the policy file's catalog runs, as the fields of an action request:
+    the dashboard fills its action dialog from it. Empty when the gateway has no policy file."""
+    return {"targets": {name: {"target_type": target.type, **placement(target)} for name, target in targets.items()}}
 
 
 StoreDep = Annotated[Any, Depends(deps.store)]

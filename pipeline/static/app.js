@@ -28,6 +28,7 @@ const state = {
   backendUp: null,
   kafkaUp: null,
   hasStore: false, // the gateway keeps raw metric history: sparklines can start from it
+  catalog: {}, // service -> where it runs, from the policy file: fills the action dialog
   live: "unknown", // "up" | "polling" | "down"
   filter: "",
 };
@@ -443,11 +444,13 @@ async function checkHealth() {
 
 async function loadAll() {
   try {
-    const [services, anomalies, actions] = await Promise.all([
+    const [services, anomalies, actions, catalog] = await Promise.all([
       api("/api/v1/services"),
       api("/api/v1/anomalies?limit=200"),
       api("/api/v1/actions?limit=300"),
+      api("/api/v1/catalog"),
     ]);
+    state.catalog = catalog.targets;
     state.authError = "";
     for (const service of services.services) recordHealth(service);
     for (const anomaly of anomalies.anomalies) recordAnomaly(anomaly, false);
@@ -549,7 +552,7 @@ function savedTargets() {
 
 function openDialog(type, service) {
   pending = { type, service };
-  const target = savedTargets()[service] || savedTargets()["*"] || {};
+  const target = state.catalog[service] || savedTargets()[service] || savedTargets()["*"] || {};
   const dialog = document.getElementById("action-dialog");
   document.getElementById("dialog-lead").replaceChildren(h("b", {}, type.replace("_", " ")), " of ", service);
   document.getElementById("f-target").value = target.target_type || "gke";

@@ -1,5 +1,6 @@
-"""`aiops demo` as a user runs it: its own broker, worker, gateway and simulator, and the first
-injected incident on the dashboard within three minutes of the start; Ctrl-C stops it all."""
+"""`aiops demo` as a user runs it: its own broker, worker, gateway and simulator; the first injected
+incident on the dashboard within three minutes of the start, a restart clicked on the page and its
+dry-run result in the action log; Ctrl-C stops it all."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes
                 # Sparklines drawn from the store's history: the page was opened mid-run.
                 card = f'article.service[data-service="{service}"]'
                 page.wait_for_selector(f"{card} svg.spark polyline", timeout=30_000)
+            restart_from_the_page(page, "inventory-svc")
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True, animations="disabled")
         finally:
@@ -97,3 +99,17 @@ def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes
     for port in (kafka_port, gateway_port):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"Ctrl-C left something listening on {port}"
+
+
+def restart_from_the_page(page, service: str) -> None:
+    """A rolling restart clicked and confirmed on the page; the dialog is filled from the catalog."""
+    page.click(f'article.service[data-service="{service}"] button[data-action="rollout_restart"]')
+    page.wait_for_selector("#action-dialog[open]")
+    assert (page.input_value("#f-cluster"), page.input_value("#f-namespace")) == ("demo-cluster", "shop")
+    page.fill("#f-reason", "checking the restart path")
+    page.click("#dialog-confirm")
+    page.wait_for_selector("#action-dialog[open]", state="detached", timeout=15_000)
+    row = f'#action-log tr[data-service="{service}"][data-status="dry_run"]'
+    page.wait_for_selector(row, timeout=60_000)
+    text = page.inner_text(row)
+    assert "rollout_restart" in text and "manual:demo" in text, text

@@ -454,6 +454,11 @@ async def test_the_catalog_completes_seed_requests_that_name_only_the_service(ka
                 body |= {"action_id": MANUAL_ACTION_ID}  # see test_manual_action_is_published_with_who_asked
                 response = await http.post("/api/v1/rollout_restart", json=body, headers=AS_OPERATOR)
                 assert response.status_code == 202, response.text
+            listed = await http.get("/api/v1/catalog", headers=AS_VIEWER)
+    assert listed.json()["targets"] == {
+        run_svc: {"target_type": "cloud_run", "project": "shop-prod", "region": "europe-west1"},
+        gke_svc: {"target_type": "gke", "cluster_name": "prod", "namespace": "payments"},
+    }
 
     ours = (run_svc.encode(), gke_svc.encode())
     found = await read_all(kafka_bootstrap, topics.ACTION_REQUESTS.name, keep=lambda r: r.key in ours)
