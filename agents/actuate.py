@@ -48,13 +48,13 @@ async def actuate(stream):
         if step.run is not None:
             # The intent is durable before anything touches the target: after a crash the
             # request is redelivered, recognised, and never run a second time.
-            await actuator_states.save(STATE_KEY, state)
+            await actuator_states.write({STATE_KEY: state})
         await _publish(step.results)
         if step.run is not None:
             outcome = await carry_out(step.run, now)
             state.record(step.run.action_id, outcome.status)
             await _publish([outcome])
-        actuator_states[STATE_KEY] = state
+        await actuator_states.write({STATE_KEY: state})
 
 
 async def carry_out(request: ActionRequest, now: datetime) -> ActionResult:

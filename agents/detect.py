@@ -65,5 +65,4 @@ async def _emit(batch: SampleBatch) -> None:
     await send_delivered(windows_topic, batch.windows)
     await send_delivered(anomalies_topic, batch.anomalies)
     await send_delivered(service_health_topic, batch.health)
-    for service, state in batch.states.items():
-        service_states[service] = state
+    await service_states.write(batch.states)

@@ -21,4 +21,4 @@ async def plan_actions(stream):
         for decision in decide(policy_config, state, anomaly, offset=event.message.offset):
             topic = action_requests_topic if isinstance(decision, ActionRequest) else action_results_topic
             await send_delivered(topic, [decision])
-        policy_states[STATE_KEY] = state
+        await policy_states.write({STATE_KEY: state})

@@ -6,8 +6,10 @@ restarts, or takes over a partition, resumes with the same windows, models and c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -57,15 +59,6 @@ def faust_topic(spec: topics.TopicSpec) -> faust.TopicT:
     return app.topic(spec.name, partitions=spec.partitions(settings), key_type=bytes, value_type=bytes)
 
 
-class _KeyPartitionedTable(faust.Table):
-    """Puts a key's changelog record on the partition Kafka's default partitioner gives the key,
-    which is the partition of the key's records in the source topic. Faust's own option for this
-    asks the producer for topic metadata, which it may not have yet right after start-up."""
-
-    def partition_for_key(self, key: Any) -> int:
-        return topics.partition_for(key, self.partitions)
-
-
 class StateTable:
     """A Faust table of core state objects per service, pickled into its changelog topic.
 
@@ -81,15 +74,12 @@ class StateTable:
     """
 
     def __init__(self, name: str, source: topics.TopicSpec, *, keep_objects: bool = False) -> None:
-        table = _KeyPartitionedTable(
-            app,
-            name=name,
-            partitions=source.partitions(settings),
-            key_type=bytes,
-            value_type=bytes,
-            beacon=app.tables.beacon,
+        self._partitions = source.partitions(settings)
+        table = faust.Table(
+            app, name=name, partitions=self._partitions, key_type=bytes, value_type=bytes, beacon=app.tables.beacon
         )
         self._table = app.tables.add(table)
+        self._changelog = table.changelog_topic.get_topic_name()
         self._keep_objects = keep_objects
         self._objects: dict[str, tuple[bytes, Any]] = {}
         """Per service: the changelog value last written and the object it was written from."""
@@ -117,31 +107,34 @@ class StateTable:
             )
             return None
 
-    def __setitem__(self, service: str, value: Any) -> None:
+    def put(self, service: str, value: Any) -> bytes:
+        """Set ``value`` in this worker's copy of the table only, and return its changelog value:
+        :meth:`write` also makes it durable."""
         raw = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        self._table[service.encode()] = raw
+        self._table.data[service.encode()] = raw
         if self._keep_objects:
             self._objects[service] = (raw, value)
+        return raw
 
-    async def save(self, service: str, value: Any) -> None:
-        """Write ``value`` and wait until the broker has it, with every record handed to the
-        producer before it: for an intent that must be durable before anything acts on it."""
-        self[service] = value
-        await deliver_buffered()
+    async def write(self, states: Mapping[str, Any]) -> None:
+        """Write ``states`` and wait until the broker has every one of them in the changelog.
+
+        The records go straight to the producer, not through Faust's table buffer: that buffer
+        may still hold records when Faust's own flush returns, and while it holds over a hundred,
+        Faust stops handing records to every agent. An agent that acknowledges its events after
+        this returns never has an offset committed ahead of the state built from it.
+        """
+        pending = []
+        for service, value in states.items():
+            key = service.encode()
+            raw = self.put(service, value)
+            partition = topics.partition_for(key, self._partitions)
+            pending.append(await app.producer.send(self._changelog, key, raw, partition, None, None))
+        await asyncio.gather(*pending)
 
     def forget(self) -> None:
         """Drop the kept objects: the next :meth:`get` of each service reads its changelog value."""
         self._objects.clear()
-
-
-async def deliver_buffered() -> None:
-    """Wait until the broker acknowledged every record handed to the app's producer so far, table
-    changelog records included. Faust's ``producer.flush()`` stops waiting on its buffer after
-    0.1 s without progress, so alone it guarantees nothing."""
-    buffer = app.producer.buffer
-    while buffer.size:
-        await buffer.flush()
-    await app.producer.flush()
 
 
 metric_samples_topic = faust_topic(topics.METRIC_SAMPLES)
