@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 from agents._emit import decode_or_dead_letter, send_delivered
@@ -12,6 +13,8 @@ from pipeline import topics
 from pipeline.actuation import ActuatorState, handle_decision, handle_request, result_for
 from pipeline.app import action_results_topic, actuator_inbox, actuator_states, app, policy_config, settings
 from schemas import ActionDecision, ActionRequest, ActionResult, ActionStatus
+
+log = logging.getLogger("aiops.agents.actuate")
 
 STATE_KEY = "actuator"
 """One key: requests and approvals have one partition each, so cooldowns and the breaker are global."""
@@ -41,6 +44,10 @@ async def actuate(stream):
         message = await decode_or_dead_letter(event, ActionDecision if is_decision else ActionRequest)
         if message is None:
             continue
+        log.info(
+            "actuator input",
+            extra={"offset": event.message.offset, "action_id": message.action_id, "decision": is_decision},
+        )
         state = actuator_states.get(STATE_KEY) or ActuatorState()
         now = datetime.now(UTC)
         handle = handle_decision if is_decision else handle_request
