@@ -13,18 +13,22 @@ import asyncio
 import contextlib
 import logging
 from abc import abstractmethod
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from mode import Service
+from pydantic import BaseModel
 
 from agents._emit import dead_letter_record
 from pipeline import topics
 from pipeline.app import settings
+from schemas import DecodeError, decode
 
 log = logging.getLogger("aiops.agents")
 
 Records = dict[TopicPartition, list[ConsumerRecord]]
+M = TypeVar("M", bound=BaseModel)
 
 RETRY_SECONDS = 1.0
 """Pause before reading a failed batch again (the broker down, say)."""
@@ -107,7 +111,7 @@ class BatchConsumer(Service):
         assert self._consumer is not None
         try:
             await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-        except (CommitFailedError, KafkaError) as err:
+        except KafkaError as err:
             # The group rebalanced meanwhile: the partitions' new owner handles these records again.
             log.warning(
                 "commit failed; the batch will be handled again", extra={"stage": self.stage, "error": repr(err)[:300]}
@@ -116,3 +120,12 @@ class BatchConsumer(Service):
 
 async def dead_letter(record: ConsumerRecord, payload: bytes, reason: str) -> None:
     await dead_letter_record(record.topic, record.partition, record.offset, record.key, payload, reason)
+
+
+async def decode_or_dead_letter(record: ConsumerRecord, model: type[M]) -> M | None:
+    """The record as ``model``, or None after it went to the dead-letter topic with the reason."""
+    try:
+        return decode(model, record.value or b"")
+    except DecodeError as err:
+        await dead_letter(record, record.value or b"", err.reason)
+        return None

@@ -13,12 +13,12 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from agents._consumer import BatchConsumer, dead_letter
+from agents._consumer import BatchConsumer, dead_letter, decode_or_dead_letter
 from connectors.stores import open_store
 from pipeline import topics
 from pipeline.app import app, settings
 from pipeline.store import Store, StoreError
-from schemas import ActionResult, Anomaly, DecodeError, MetricBatch, decode
+from schemas import ActionResult, Anomaly, MetricBatch
 
 log = logging.getLogger("aiops.agents.sink")
 
@@ -64,18 +64,10 @@ class StoreSink(BatchConsumer):
             decoded = [
                 (record, item)
                 for record in records
-                if record.topic == topic and (item := await _decode_or_dead_letter(record, model)) is not None
+                if record.topic == topic and (item := await decode_or_dead_letter(record, model)) is not None
             ]
             if decoded:
                 await _write(write, decoded)
-
-
-async def _decode_or_dead_letter(record: ConsumerRecord, model: type) -> Any | None:
-    try:
-        return decode(model, record.value or b"")
-    except DecodeError as err:
-        await dead_letter(record, record.value or b"", err.reason)
-        return None
 
 
 async def _write(write: Callable[[Sequence[Any]], int], decoded: list[tuple[ConsumerRecord, Any]]) -> None:
