@@ -35,6 +35,7 @@ app = faust.App(
     # Standby replicas of tables make Faust's recovery hang on some rebalances; a worker taking
     # over a partition rebuilds its state from the changelog instead.
     table_standby_replicas=0,
+    TableManager="pipeline.recovery:SeekFirstTableManager",
     # Waiting for in-flight events at a rebalance deadlocks with batching agents (their buffered
     # events are never acked while the flow is suspended). Every stage is idempotent, so events
     # of a revoked partition are simply processed again by the partition's new owner.

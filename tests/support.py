@@ -59,14 +59,6 @@ class Worker:
     def output(self, last_chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-last_chars:]
 
-    async def ready(self, timeout: float = 120.0) -> None:
-        """Wait until the worker has recovered its tables and says it is ready."""
-        deadline = time.monotonic() + timeout
-        while "[^Worker]: Ready" not in self.log_path.read_text(errors="replace"):
-            if not self.alive() or time.monotonic() > deadline:
-                raise AssertionError(f"the worker is not ready after {timeout:.0f}s:\n{self.output()}")
-            await asyncio.sleep(0.2)
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.alive():
             self.process.send_signal(sig)
