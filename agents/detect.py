@@ -20,7 +20,7 @@ from pipeline.app import (
 from pipeline.ingest import STEP_SAMPLES
 from pipeline.service_state import SampleBatch
 from pipeline.windows import Origin, runs_from_header
-from schemas import MetricBatch
+from schemas import SampleColumns
 
 
 @app.agent(metric_samples_topic)
@@ -29,7 +29,7 @@ async def detect(stream):
         try:
             batch = _new_batch()
             for event in events:
-                samples = await decode_or_dead_letter(event, MetricBatch)
+                samples = await decode_or_dead_letter(event, SampleColumns)
                 if samples is not None:
                     await _apply(batch, event, samples)
                 if batch.samples >= STEP_SAMPLES:
@@ -46,15 +46,15 @@ def _new_batch() -> SampleBatch:
     return SampleBatch(service_states.get, window_spec, detection_settings)
 
 
-async def _apply(batch: SampleBatch, event: EventT, samples: MetricBatch) -> None:
+async def _apply(batch: SampleBatch, event: EventT, samples: SampleColumns) -> None:
     message, header = event.message, event.headers.get(ORIGIN_HEADER)
     try:
         runs = (
             runs_from_header(header)
             if header
-            else [(Origin.of(message.topic, message.partition, message.offset), len(samples.metrics))]
+            else [(Origin.of(message.topic, message.partition, message.offset), len(samples))]
         )
-        batch.add(samples.metrics, runs)
+        batch.add(samples, runs)
     except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
         # An exception here would crash the agent after Faust had acknowledged the batch:
         # the record goes to the dead-letter topic instead, with the reason, to be replayed.

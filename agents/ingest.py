@@ -19,7 +19,7 @@ from pipeline import topics
 from pipeline.app import app, metric_samples_topic, settings
 from pipeline.ingest import STEP_SAMPLES, SampleRouter, parse_metrics_record
 from pipeline.windows import Origin, runs_header
-from schemas import MetricBatch, encode
+from schemas import SampleColumns, encode
 
 
 @app.service
@@ -46,7 +46,7 @@ async def _send(router: SampleRouter) -> list[Awaitable[Any]]:
     return [
         await send(
             metric_samples_topic,
-            encode(MetricBatch(metrics=record.samples)),
+            encode(SampleColumns.of(record.samples)),
             partition=partition,
             headers={ORIGIN_HEADER: runs_header(record.runs)},
         )

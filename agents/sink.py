@@ -18,7 +18,7 @@ from connectors.stores import open_store
 from pipeline import topics
 from pipeline.app import app, settings
 from pipeline.store import Store, StoreError
-from schemas import ActionResult, Anomaly, MetricBatch
+from schemas import ActionResult, Anomaly, SampleColumns
 
 log = logging.getLogger("aiops.agents.sink")
 
@@ -29,8 +29,8 @@ def writers(store: Store) -> dict[str, tuple[type, Callable[[Sequence[Any]], int
     """Per input topic, in the order a batch is written: the event model and the store's writer."""
     return {
         topics.METRIC_SAMPLES.name: (
-            MetricBatch,
-            lambda batches: store.write_metrics([m for b in batches for m in b.metrics]),
+            SampleColumns,
+            lambda batches: store.write_metrics([m for b in batches for m in b.samples()]),
         ),
         topics.ANOMALIES.name: (Anomaly, store.write_anomalies),
         topics.ACTION_RESULTS.name: (ActionResult, store.write_action_results),

@@ -9,12 +9,12 @@ verdict, or the reverse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.detection import DetectionSettings, ServiceDetection
-from pipeline.windows import OriginRuns, ServiceWindows, WindowSpec
-from schemas import Anomaly, HealthStatus, MetricSample, ServiceHealth, WindowAggregate
+from pipeline.windows import OriginRuns, Series, ServiceWindows, WindowSpec
+from schemas import Anomaly, HealthStatus, SampleColumns, ServiceHealth, WindowAggregate
 
 
 @dataclass
@@ -45,20 +45,26 @@ class SampleBatch:
         self._moved_on: set[str] = set()
         """Services judged again since the start of their current spell."""
 
-    def add(self, samples: Sequence[MetricSample], runs: OriginRuns) -> None:
+    def add(self, columns: SampleColumns, runs: OriginRuns) -> None:
         """Apply the samples of one record, read at the origins ``runs`` describe."""
-        if sum(count for _, count in runs) != len(samples):
-            raise ValueError(f"origin runs cover {sum(c for _, c in runs)} samples, the record has {len(samples)}")
-        self.samples += len(samples)
-        first = 0
+        if sum(count for _, count in runs) != len(columns):
+            raise ValueError(f"origin runs cover {sum(c for _, c in runs)} samples, the record has {len(columns)}")
+        self.samples += len(columns)
+        services, metrics, stamps, values = (
+            columns.service_name,
+            columns.metric_name,
+            columns.timestamp_us,
+            columns.value,
+        )
+        at = 0
         for origin, count in runs:
             for index in range(count):
-                sample = samples[first + index]
-                state = self._state(sample.service_name)
-                for window in state.windows.add(self._spec, sample, origin, index):
+                state = self._state(services[at])
+                series = Series(services[at], metrics[at])
+                for window in state.windows.add(self._spec, series, stamps[at] // 1000, values[at], origin, index):
                     self.windows.append(window)
                     self._judge(state, window)
-            first += count
+                at += 1
 
     @property
     def health(self) -> list[ServiceHealth]:

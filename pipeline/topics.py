@@ -50,7 +50,7 @@ METRICS = TopicSpec(
 )
 METRIC_SAMPLES = TopicSpec(
     "aiops.metrics.samples",
-    "Validated samples, a batch per record of the services of one partition (internal).",
+    "Validated samples in columns (`SampleColumns`), a record per batch of one partition's services (internal).",
     retention="metrics",
 )
 METRICS_DLQ = TopicSpec("aiops.metrics.dlq", "Records that failed validation, with the reason.")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from schemas import MetricSample, WindowAggregate
+from schemas import WindowAggregate
 from schemas.metrics import MAX_BATCH
 
 MAX_VALUES_FOR_P95 = 4096
@@ -104,6 +105,13 @@ class SeriesWindows:
     """Last applied position per origin source."""
 
 
+class Series(NamedTuple):
+    """Which series a sample belongs to."""
+
+    service_name: str
+    metric_name: str
+
+
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
     size_ms: int = 10_000
@@ -115,16 +123,21 @@ def wants_p95(metric_name: str) -> bool:
 
 
 def add_sample(
-    spec: WindowSpec, state: SeriesWindows, sample: MetricSample, origin: Origin | None = None, index: int = 0
+    spec: WindowSpec,
+    state: SeriesWindows,
+    series: Series,
+    ts_ms: int,
+    value: float,
+    origin: Origin | None = None,
+    index: int = 0,
 ) -> list[WindowAggregate]:
-    """Apply one sample, the ``index``-th of the record read at ``origin``; returns the windows it
-    closed, oldest first (usually none)."""
+    """Apply one sample of ``series`` (at ``ts_ms``, epoch milliseconds), the ``index``-th of the
+    record read at ``origin``; returns the windows it closed, oldest first (usually none)."""
     if origin is not None:
         position = origin.position + index
         if position <= state.applied.get(origin.source, -1):
             return []
         state.applied[origin.source] = position
-    ts_ms = int(sample.timestamp.timestamp() * 1000)
     start = ts_ms - ts_ms % spec.size_ms
     end = start + spec.size_ms
     if end <= state.closed_until_ms:
@@ -132,37 +145,35 @@ def add_sample(
         return []
     window = state.open.get(start)
     if window is None:
-        window = state.open[start] = OpenWindow(start, values=[] if wants_p95(sample.metric_name) else None)
-    window.add(ts_ms, sample.value)
+        window = state.open[start] = OpenWindow(start, values=[] if wants_p95(series.metric_name) else None)
+    window.add(ts_ms, value)
     advanced = ts_ms > state.watermark_ms
     if advanced:
         state.watermark_ms = ts_ms
     until = state.watermark_ms - spec.lateness_ms
     # Only a rising watermark, or a window already past it, can close anything.
     if (advanced or end <= until) and min(state.open) + spec.size_ms <= until:
-        return close_due(spec, state, sample.service_name, sample.metric_name, until)
+        return close_due(spec, state, series, until)
     return []
 
 
-def close_due(
-    spec: WindowSpec, state: SeriesWindows, service_name: str, metric_name: str, until_ms: int
-) -> list[WindowAggregate]:
+def close_due(spec: WindowSpec, state: SeriesWindows, series: Series, until_ms: int) -> list[WindowAggregate]:
     """Close every open window that ends at or before ``until_ms``."""
     due = sorted(start for start in state.open if start + spec.size_ms <= until_ms)
     closed = []
     for start in due:
         window = state.open.pop(start)
-        closed.append(_aggregate(spec, window, service_name, metric_name, state.late_samples))
+        closed.append(_aggregate(spec, window, series, state.late_samples))
         state.late_samples = 0
         state.closed_until_ms = max(state.closed_until_ms, start + spec.size_ms)
     return closed
 
 
-def _aggregate(spec: WindowSpec, window: OpenWindow, service: str, metric: str, late: int) -> WindowAggregate:
+def _aggregate(spec: WindowSpec, window: OpenWindow, series: Series, late: int) -> WindowAggregate:
     mean = min(max(window.total / window.count, window.minimum), window.maximum)
     return WindowAggregate(
-        service_name=service,
-        metric_name=metric,
+        service_name=series.service_name,
+        metric_name=series.metric_name,
         window_start=_utc(window.start_ms),
         window_end=_utc(window.start_ms + spec.size_ms),
         count=window.count,
@@ -192,9 +203,15 @@ class ServiceWindows:
     series: dict[str, SeriesWindows] = field(default_factory=dict)
 
     def add(
-        self, spec: WindowSpec, sample: MetricSample, origin: Origin | None = None, index: int = 0
+        self,
+        spec: WindowSpec,
+        series: Series,
+        ts_ms: int,
+        value: float,
+        origin: Origin | None = None,
+        index: int = 0,
     ) -> list[WindowAggregate]:
-        state = self.series.get(sample.metric_name)
+        state = self.series.get(series.metric_name)
         if state is None:
-            state = self.series[sample.metric_name] = SeriesWindows()
-        return add_sample(spec, state, sample, origin, index)
+            state = self.series[series.metric_name] = SeriesWindows()
+        return add_sample(spec, state, series, ts_ms, value, origin, index)

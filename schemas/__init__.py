@@ -10,7 +10,7 @@ from schemas.common import Event
 from schemas.deadletter import DeadLetter
 from schemas.health import HealthStatus, ServiceHealth
 from schemas.logs import LogBatch, LogLevel, LogRecord
-from schemas.metrics import STANDARD_METRICS, MetricBatch, MetricSample
+from schemas.metrics import STANDARD_METRICS, MetricBatch, MetricSample, SampleColumns
 from schemas.windows import WindowAggregate
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "LogRecord",
     "MetricBatch",
     "MetricSample",
+    "SampleColumns",
     "ServiceHealth",
     "Severity",
     "TargetType",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import Field, StrictInt, model_validator
 
 from schemas.common import Event, FiniteFloat, MetricName, ServiceName, Tags, UtcDatetime
 
@@ -27,3 +30,72 @@ class MetricBatch(Event):
     """The seed's ingestion body ``{"metrics": [sample, ...]}``; an empty list is an error."""
 
     metrics: Annotated[list[MetricSample], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(at: datetime) -> int:
+    """An aware datetime as exact integer microseconds since the epoch.
+
+    The whole seconds come from the float timestamp, which is exact to well under a microsecond
+    in this era; the microseconds come from the datetime itself, so nothing is rounded.
+    """
+    return math.floor(at.timestamp()) * 1_000_000 + at.microsecond
+
+
+class SampleColumns(Event):
+    """Validated samples in columns, one list per field: the records of ``aiops.metrics.samples``.
+
+    Ingest validates each sample once, as a :class:`MetricSample`; lists of plain values then
+    cost the stages after it a small fraction of that to read back (about 0.4 µs a sample
+    instead of 10). ``timestamp_us`` is UTC epoch microseconds, so nothing is rounded.
+    """
+
+    service_name: list[ServiceName]
+    metric_name: list[MetricName]
+    timestamp_us: list[StrictInt]
+    value: list[FiniteFloat]
+    tags: list[Tags]
+
+    @model_validator(mode="after")
+    def _columns_align(self) -> Self:
+        lengths = {
+            len(self.service_name),
+            len(self.metric_name),
+            len(self.timestamp_us),
+            len(self.value),
+            len(self.tags),
+        }
+        if len(lengths) != 1:
+            raise ValueError(f"columns differ in length: {sorted(lengths)}")
+        if not self.value or len(self.value) > MAX_BATCH:
+            raise ValueError(f"columns hold {len(self.value)} samples; expected 1 to {MAX_BATCH}")
+        return self
+
+    @classmethod
+    def of(cls, samples: Sequence[MetricSample]) -> SampleColumns:
+        return cls(
+            service_name=[s.service_name for s in samples],
+            metric_name=[s.metric_name for s in samples],
+            timestamp_us=[epoch_us(s.timestamp) for s in samples],
+            value=[s.value for s in samples],
+            tags=[s.tags for s in samples],
+        )
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def samples(self) -> list[MetricSample]:
+        return [
+            MetricSample(
+                timestamp=EPOCH + timedelta(microseconds=ts),
+                service_name=service,
+                metric_name=metric,
+                value=value,
+                tags=tags,
+            )
+            for service, metric, ts, value, tags in zip(
+                self.service_name, self.metric_name, self.timestamp_us, self.value, self.tags, strict=True
+            )
+        ]

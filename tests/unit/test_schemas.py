@@ -19,6 +19,7 @@ from schemas import (
     LogRecord,
     MetricBatch,
     MetricSample,
+    SampleColumns,
     ServiceHealth,
     Severity,
     TargetType,
@@ -95,6 +96,23 @@ def test_batch_rejects_an_empty_list_and_names_the_bad_sample():
         decode(MetricBatch, raw({"metrics": []}))
     with pytest.raises(DecodeError, match=r"^metrics\.1\.value:"):
         decode(MetricBatch, raw({"metrics": [SAMPLE, SAMPLE | {"value": "x"}]}))
+
+
+def test_sample_columns_carry_samples_exactly_and_reject_ragged_columns():
+    samples = [
+        decode(MetricSample, raw(SAMPLE | {"timestamp": "2026-01-05T12:00:00.123457+02:00", "tags": {"zone": "a"}})),
+        decode(MetricSample, raw(SAMPLE | {"service_name": "cart", "value": 3})),
+    ]
+    columns = decode(SampleColumns, encode(SampleColumns.of(samples)))
+    assert len(columns) == 2 and columns.samples() == samples
+    ragged = json.loads(encode(columns)) | {"value": [1.0]}
+    with pytest.raises(DecodeError, match="columns differ in length"):
+        decode(SampleColumns, raw(ragged))
+    empty = {"service_name": [], "metric_name": [], "timestamp_us": [], "value": [], "tags": []}
+    with pytest.raises(DecodeError, match="expected 1 to"):
+        decode(SampleColumns, raw(empty))
+    with pytest.raises(DecodeError, match=r"service_name\.1"):
+        decode(SampleColumns, raw(json.loads(encode(columns)) | {"service_name": ["a", "bad name"]}))
 
 
 @pytest.mark.parametrize("level", ["debug", "Info", "WARN", "warning", "ERROR", "critical"])

@@ -10,21 +10,25 @@ import pytest
 from pipeline.detection import DetectionSettings
 from pipeline.service_state import SampleBatch, ServiceState
 from pipeline.windows import Origin, WindowSpec
-from schemas import HealthStatus, MetricSample
+from schemas import HealthStatus, MetricSample, SampleColumns
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
 SPEC = WindowSpec(size_ms=10_000, lateness_ms=0)
 SETTINGS = DetectionSettings("robust_zscore", warmup_windows=5, anomaly_threshold=0.9)
 
 
-def samples(service: str, seconds: range, value=lambda second: 100.0) -> list[MetricSample]:
-    return [
-        MetricSample(timestamp=T0 + timedelta(seconds=s), service_name=service, metric_name="cpu_usage", value=value(s))
-        for s in seconds
-    ]
+def samples(service: str, seconds: range, value=lambda second: 100.0) -> SampleColumns:
+    return SampleColumns.of(
+        [
+            MetricSample(
+                timestamp=T0 + timedelta(seconds=s), service_name=service, metric_name="cpu_usage", value=value(s)
+            )
+            for s in seconds
+        ]
+    )
 
 
-def run(saved: dict[str, ServiceState], records: list[list[MetricSample]], first_offset: int = 0) -> SampleBatch:
+def run(saved: dict[str, ServiceState], records: list[SampleColumns], first_offset: int = 0) -> SampleBatch:
     """One agent batch: the records of one partition, then the states saved as the agent saves them."""
     batch = SampleBatch(saved.get, SPEC, SETTINGS)
     for offset, record in enumerate(records, start=first_offset):
@@ -69,10 +73,11 @@ def test_health_keeps_every_change_of_status_within_a_batch():
 
 def test_samples_merged_from_many_records_are_recognised_when_those_records_come_again():
     first, second = samples("a", range(0, 8)), samples("a", range(8, 25))
+    both = samples("a", range(0, 25))
     merged = [(Origin.of("aiops.metrics", 0, 0), len(first)), (Origin.of("aiops.metrics", 0, 1), len(second))]
     saved: dict[str, ServiceState] = {}
     batch = SampleBatch(saved.get, SPEC, SETTINGS)
-    batch.add(first + second, merged)
+    batch.add(both, merged)
     saved.update(batch.states)
     again = SampleBatch(saved.get, SPEC, SETTINGS)
     again.add(second, [(Origin.of("aiops.metrics", 0, 1), len(second))])

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.windows import (
     Origin,
+    Series,
     SeriesWindows,
     WindowSpec,
     add_sample,
@@ -16,20 +17,23 @@ from pipeline.windows import (
     runs_from_header,
     runs_header,
 )
-from schemas import MetricSample
 
 T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
 SPEC = WindowSpec(size_ms=10_000, lateness_ms=5_000)
 
 
-def sample(seconds: float, value: float, metric: str = "cpu_usage") -> MetricSample:
-    return MetricSample(timestamp=T0 + timedelta(seconds=seconds), service_name="svc", metric_name=metric, value=value)
+Sample = tuple[Series, int, float]
 
 
-def feed(state: SeriesWindows, *samples: MetricSample) -> list:
+def sample(seconds: float, value: float, metric: str = "cpu_usage") -> Sample:
+    """``add_sample``'s series, timestamp (epoch ms) and value for a sample ``seconds`` after T0."""
+    return Series("svc", metric), int((T0 + timedelta(seconds=seconds)).timestamp() * 1000), value
+
+
+def feed(state: SeriesWindows, *samples: Sample) -> list:
     closed = []
     for s in samples:
-        closed += add_sample(SPEC, state, s)
+        closed += add_sample(SPEC, state, *s)
     return closed
 
 
@@ -47,7 +51,7 @@ def test_window_closes_once_event_time_passes_end_plus_lateness():
 def test_boundary_timestamp_belongs_to_the_next_window():
     state = SeriesWindows()
     feed(state, sample(9.999, 1), sample(10, 100))
-    [first, second] = close_due(SPEC, state, "svc", "cpu_usage", until_ms=10**15)
+    [first, second] = close_due(SPEC, state, Series("svc", "cpu_usage"), until_ms=10**15)
     assert (first.count, first.max) == (1, 1.0)
     assert (second.window_start, second.count) == (T0 + timedelta(seconds=10), 1)
 
@@ -78,12 +82,12 @@ def test_a_gap_closes_every_window_due():
 
 def test_samples_delivered_again_are_ignored_per_source_partition():
     state = SeriesWindows()
-    add_sample(SPEC, state, sample(1, 1), Origin.of("aiops.metrics", 0, offset=7, index=2))
-    add_sample(SPEC, state, sample(1, 1), Origin.of("aiops.metrics", 0, offset=7, index=2))
-    add_sample(SPEC, state, sample(1, 1), Origin.of("aiops.metrics", 0, offset=6, index=9))
-    add_sample(SPEC, state, sample(2, 1), Origin.of("aiops.metrics", 1, offset=0, index=0))
-    add_sample(SPEC, state, sample(3, 1), Origin.of("aiops.metrics", 0, offset=7, index=3))
-    [window] = add_sample(SPEC, state, sample(20, 1), Origin.of("aiops.metrics", 0, offset=8))
+    add_sample(SPEC, state, *sample(1, 1), Origin.of("aiops.metrics", 0, offset=7, index=2))
+    add_sample(SPEC, state, *sample(1, 1), Origin.of("aiops.metrics", 0, offset=7, index=2))
+    add_sample(SPEC, state, *sample(1, 1), Origin.of("aiops.metrics", 0, offset=6, index=9))
+    add_sample(SPEC, state, *sample(2, 1), Origin.of("aiops.metrics", 1, offset=0, index=0))
+    add_sample(SPEC, state, *sample(3, 1), Origin.of("aiops.metrics", 0, offset=7, index=3))
+    [window] = add_sample(SPEC, state, *sample(20, 1), Origin.of("aiops.metrics", 0, offset=8))
     assert window.count == 3
 
 
