@@ -40,6 +40,10 @@ class BatchConsumer(Service):
 
     stage: str
     source_topics: tuple[str, ...]
+    fills_batches: bool = True
+    """Whether a batch waits out ``max_seconds`` to fill up. Otherwise a batch is whatever has
+    arrived by the time the last one is handled, and ``max_seconds`` only bounds the wait for a
+    first record: a busy stage still takes big batches, an idle one adds no delay."""
 
     def __post_init__(self) -> None:
         self._consumer: AIOKafkaConsumer | None = None
@@ -99,6 +103,8 @@ class BatchConsumer(Service):
             for tp, records in got.items():
                 batch.setdefault(tp, []).extend(records)
                 room -= len(records)
+            if batch and not self.fills_batches:
+                break
         return batch
 
     def _rewind(self, batch: Records) -> None:

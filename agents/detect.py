@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from faust.types import EventT
 
 from agents._emit import ORIGIN_HEADER, dead_letter, decode_or_dead_letter, send_delivered
@@ -10,15 +12,15 @@ from pipeline.app import (
     anomalies_topic,
     app,
     detection_settings,
+    detection_states,
     metric_samples_topic,
     service_health_topic,
-    service_states,
     settings,
     window_spec,
+    window_states,
     windows_topic,
 )
-from pipeline.ingest import STEP_SAMPLES
-from pipeline.service_state import SampleBatch
+from pipeline.service_state import STEP_SAMPLES, SampleBatch
 from pipeline.windows import Origin, runs_from_header
 from schemas import SampleColumns
 
@@ -38,12 +40,13 @@ async def detect(stream):
             await _emit(batch)
         except BaseException:
             # The kept states may hold samples whose output was never sent: read them afresh.
-            service_states.forget()
+            window_states.forget()
+            detection_states.forget()
             raise
 
 
 def _new_batch() -> SampleBatch:
-    return SampleBatch(service_states.get, window_spec, detection_settings)
+    return SampleBatch(window_states.get, detection_states.get, window_spec, detection_settings)
 
 
 async def _apply(batch: SampleBatch, event: EventT, samples: SampleColumns) -> None:
@@ -62,7 +65,11 @@ async def _apply(batch: SampleBatch, event: EventT, samples: SampleColumns) -> N
 
 
 async def _emit(batch: SampleBatch) -> None:
-    await send_delivered(windows_topic, batch.windows)
-    await send_delivered(anomalies_topic, batch.anomalies)
-    await send_delivered(service_health_topic, batch.health)
-    await service_states.write(batch.states)
+    # Anomalies first: they are what someone is waiting for.
+    await asyncio.gather(
+        send_delivered(anomalies_topic, batch.anomalies),
+        send_delivered(windows_topic, batch.windows),
+        send_delivered(service_health_topic, batch.health),
+    )
+    await detection_states.write(batch.detections)
+    await window_states.write(batch.window_states)

@@ -26,6 +26,7 @@ from schemas import SampleColumns, encode
 class Ingest(BatchConsumer):
     stage = "ingest"
     source_topics = (topics.METRICS.name,)
+    fills_batches = False
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         partitions = topics.METRIC_SAMPLES.partitions(settings)

@@ -89,28 +89,33 @@ def log_tail(log_path: Path, chars: int = 3000) -> str:
     return log_path.read_text(errors="replace")[-chars:] if log_path.exists() else ""
 
 
-def check_alive(worker: subprocess.Popen[bytes], log_path: Path) -> None:
-    if worker.poll() is not None:
-        raise RuntimeError(f"the worker exited with {worker.returncode}:\n{log_tail(log_path)}")
+Workers = list[tuple[subprocess.Popen[bytes], Path]]
+"""The measured workers, each with its log file."""
 
 
-async def until_worker_ready(
-    bootstrap: str, app_id: str, worker: subprocess.Popen[bytes], log_path: Path, timeout: float = 180
-) -> None:
-    """Wait until the worker's consumer groups are stable with one member, failing fast if it dies."""
-    waiting = asyncio.create_task(all_settled(bootstrap, app_id, timeout))
+def check_alive(workers: Workers) -> None:
+    for worker, log_path in workers:
+        if worker.poll() is not None:
+            raise RuntimeError(f"a worker exited with {worker.returncode}:\n{log_tail(log_path)}")
+
+
+async def until_workers_ready(bootstrap: str, app_id: str, workers: Workers, timeout: float = 180) -> None:
+    """Wait until the workers' consumer groups are stable with one member each, failing fast if one dies."""
+    waiting = asyncio.create_task(all_settled(bootstrap, app_id, len(workers), timeout))
     try:
         while not waiting.done():
-            check_alive(worker, log_path)
+            check_alive(workers)
             await asyncio.wait({waiting}, timeout=1)
         await waiting
     finally:
         waiting.cancel()
 
 
-async def all_settled(bootstrap: str, app_id: str, timeout: float) -> None:
-    for group in stream_groups(app_id):
-        await wait_for_members(bootstrap, group, 1, timeout=timeout)
+async def all_settled(bootstrap: str, app_id: str, workers: int, timeout: float) -> None:
+    """Every worker is in the Faust group of ``app_id``; one of them runs ingest."""
+    ingest_group, faust_group = stream_groups(app_id)
+    await wait_for_members(bootstrap, ingest_group, 1, timeout=timeout)
+    await wait_for_members(bootstrap, faust_group, workers, timeout=timeout)
 
 
 async def partitions_of(bootstrap: str, names: Sequence[str]) -> list[TopicPartition]:
@@ -415,51 +420,51 @@ async def main(args: argparse.Namespace) -> None:
     services = [f"{prefix}svc-{i}" for i in range(args.services)]
     app_id = f"bench-latency-{run}"
     async with broker() as bootstrap:
-        with tempfile.TemporaryDirectory(prefix="aiops-bench-latency-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="aiops-bench-latency-") as tmp, contextlib.ExitStack() as stack:
             workdir = Path(tmp)
-            log_path = workdir / "worker.log"
             outputs = await partitions_of(bootstrap, [topics.WINDOWS.name, topics.ANOMALIES.name])
             await start_group_at_end(bootstrap, app_id)
-            env = worker_env(
-                bootstrap,
-                app_id,
-                workdir,
-                {
-                    "AIOPS_WARMUP_WINDOWS": str(args.warmup_windows),
-                    "AIOPS_WORKER_AGENTS": args.agents,
-                    "AIOPS_DETECTOR": args.detector,
-                    "AIOPS_ANOMALY_THRESHOLD": str(args.threshold),
-                },
-            )
-            with running_worker(env, log_path) as worker:
-                await until_worker_ready(bootstrap, app_id, worker, log_path)
-                ready = time.monotonic()
-                load = Load(
-                    bootstrap=bootstrap,
-                    rate=args.rate,
-                    seconds=args.seconds,
-                    services=services,
-                    window_ms=window_ms,
-                    lateness_ms=lateness_ms,
-                    warmup_windows=args.warmup_windows,
-                    inject_every_windows=max(1, round(args.inject_every / settings.window_seconds)),
-                    inject_count=args.inject_count,
-                    factor=args.factor,
+            workers: Workers = []
+            for number, agents in enumerate(args.agents):
+                env = worker_env(
+                    bootstrap,
+                    app_id,
+                    workdir,
+                    {
+                        "AIOPS_WARMUP_WINDOWS": str(args.warmup_windows),
+                        "AIOPS_WORKER_AGENTS": agents,
+                        "AIOPS_DETECTOR": args.detector,
+                        "AIOPS_ANOMALY_THRESHOLD": str(args.threshold),
+                    },
                 )
-                async with Watcher(bootstrap, await end_offsets(bootstrap, outputs), prefix) as watcher:
-                    with producer_started(load) as (process, reply):
-                        produced = await wait_for_producer(
-                            process, reply, args.seconds + 300, lambda: check_alive(worker, log_path)
-                        )
-                    stopped = time.monotonic()
-                    behind_at_stop = await backlog(bootstrap, app_id)
-                    print(f"producer done; worker backlog (records): {behind_at_stop}; draining...", file=sys.stderr)
-                    drained = await drained_within(bootstrap, app_id, args.drain_seconds)
-                    drain_time = time.monotonic() - stopped
-                    behind_at_end = await backlog(bootstrap, app_id)
-                    await watcher.catch_up()
-                worker_cpu = cpu_seconds(worker.pid), time.monotonic() - ready
-                check_alive(worker, log_path)
+                log_path = workdir / f"worker-{number}.log"
+                workers.append((stack.enter_context(running_worker(env, log_path)), log_path))
+            await until_workers_ready(bootstrap, app_id, workers)
+            ready = time.monotonic()
+            load = Load(
+                bootstrap=bootstrap,
+                rate=args.rate,
+                seconds=args.seconds,
+                services=services,
+                window_ms=window_ms,
+                lateness_ms=lateness_ms,
+                warmup_windows=args.warmup_windows,
+                inject_every_windows=max(1, round(args.inject_every / settings.window_seconds)),
+                inject_count=args.inject_count,
+                factor=args.factor,
+            )
+            async with Watcher(bootstrap, await end_offsets(bootstrap, outputs), prefix) as watcher:
+                with producer_started(load) as (process, reply):
+                    produced = await wait_for_producer(process, reply, args.seconds + 300, lambda: check_alive(workers))
+                stopped = time.monotonic()
+                behind_at_stop = await backlog(bootstrap, app_id)
+                print(f"producer done; worker backlog (records): {behind_at_stop}; draining...", file=sys.stderr)
+                drained = await drained_within(bootstrap, app_id, args.drain_seconds)
+                drain_time = time.monotonic() - stopped
+                behind_at_end = await backlog(bootstrap, app_id)
+                await watcher.catch_up()
+            worker_cpu = [cpu_seconds(worker.pid) for worker, _ in workers], time.monotonic() - ready
+            check_alive(workers)
     report(
         args,
         produced,
@@ -486,7 +491,7 @@ def report(
     drained: bool,
     drain_time: float,
     behind_at_end: dict[str, int],
-    worker_cpu: tuple[float, float],
+    worker_cpu: tuple[list[float], float],
 ) -> None:
     def closed_at(window_end: datetime) -> float:
         return window_end.timestamp() + lateness
@@ -530,8 +535,11 @@ def report(
             f"- WORKER DID NOT DRAIN within {args.drain_seconds:.0f} s of the producer stopping; "
             f"backlog left (records): {behind_at_end}"
         )
-    cpu, wall = worker_cpu
-    print(f"- worker CPU: {cpu:.0f} s in {wall:.0f} s since it was ready ({cpu / wall:.2f} cores on average)")
+    cpus, wall = worker_cpu
+    each = ", ".join(f"{agents}: {cpu / wall:.2f}" for agents, cpu in zip(args.agents, cpus, strict=True))
+    print(
+        f"- worker CPU: {sum(cpus):.0f} s in {wall:.0f} s since ready ({sum(cpus) / wall:.2f} cores on average; {each})"
+    )
     if achieved < 0.95 * args.rate:
         print(
             f"\n!!! WARNING: the producer fell behind: {achieved:,.0f} samples/s achieved, {args.rate:,.0f} requested. "
@@ -562,9 +570,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inject-every", type=float, default=30, help="seconds between anomalous windows")
     parser.add_argument("--inject-count", type=int, default=3, help="series made anomalous each time")
     parser.add_argument("--factor", type=float, default=20, help="how far an anomalous window jumps")
-    parser.add_argument("--agents", default=DEFAULT_AGENTS, help="AIOPS_WORKER_AGENTS of the worker")
+    parser.add_argument(
+        "--agents",
+        action="append",
+        help=f"AIOPS_WORKER_AGENTS of a worker; repeat for more workers (default: one worker, {DEFAULT_AGENTS})",
+    )
     parser.add_argument("--drain-seconds", type=float, default=120, help="grace for the worker after the producer")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.agents = args.agents or [DEFAULT_AGENTS]
+    return args
 
 
 if __name__ == "__main__":

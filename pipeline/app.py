@@ -150,6 +150,7 @@ actuator_inbox = app.topic(
 )
 
 
-service_states = StateTable("services", topics.METRIC_SAMPLES, keep_objects=True)
+window_states = StateTable("service-windows", topics.METRIC_SAMPLES, keep_objects=True)
+detection_states = StateTable("service-models", topics.METRIC_SAMPLES, keep_objects=True)
 policy_states = StateTable("policy", topics.ANOMALIES)
 actuator_states = StateTable("actuator", topics.ACTION_REQUESTS)

@@ -35,7 +35,11 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(2000, ge=1, le=100_000, description="Records an agent takes in one batch at most.")
     batch_max_seconds: float = Field(
-        0.2, gt=0, le=10, description="How long an agent waits to fill a batch: bounds the added latency."
+        0.2,
+        gt=0,
+        le=10,
+        description="How long an agent waits to fill a batch (ingest: for its first record; it then takes what "
+        "has arrived): bounds the added latency.",
     )
     window_seconds: float = Field(10, gt=0, le=3600, description="Size of the tumbling windows, in event time.")
     allowed_lateness_seconds: float = Field(

@@ -21,8 +21,8 @@ from schemas import MetricBatch, MetricSample
 from schemas.codec import describe
 
 STEP_SAMPLES = 20_000
-"""Samples a stage handles before it sends their output and takes more of its batch: a worker
-catching up on a backlog of big records would otherwise hold a whole batch of them as objects."""
+"""Samples ingest handles before it sends them on and takes more of its batch: a worker catching
+up on a backlog of big records would otherwise hold a whole batch of them as objects."""
 
 MERGED_RECORD_SAMPLES = 2_000
 """Samples per merged record at most: about 300 KB of JSON, well under Kafka's 1 MB default."""

@@ -2,41 +2,52 @@
 
 Windows and detection run back to back on the same key, as a Kafka Streams topology chains
 processors without a topic in between when the key does not change: a closed window is judged
-at once instead of taking a round trip through Kafka. A service's open windows and its models
-are one table value, saved together, so a crash never keeps a closed window but loses its
-verdict, or the reverse.
+at once instead of taking a round trip through Kafka.
+
+A service's windows change with every sample, its models (large: a detector per metric) only
+when one of its windows closes. They are stored apart, so a batch rewrites the small windows
+of every service it touched but the models only of the services that judged a window. The
+models are saved first: after a crash between the two writes the windows are behind, their
+samples are applied again and close the same windows, which the models recognise as learned
+(:func:`pipeline.detection.judge`); windows ahead of their models cannot happen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from pipeline.detection import DetectionSettings, ServiceDetection
 from pipeline.windows import OriginRuns, Series, ServiceWindows, WindowSpec
 from schemas import Anomaly, HealthStatus, SampleColumns, ServiceHealth, WindowAggregate
 
-
-@dataclass
-class ServiceState:
-    windows: ServiceWindows = field(default_factory=ServiceWindows)
-    detection: ServiceDetection = field(default_factory=ServiceDetection)
+STEP_SAMPLES = 100_000
+"""Samples the detect stage applies before it sends their output, saves states and takes more of
+its batch: a worker catching up on a backlog holds that many at most, in columns (about 10 MB),
+and rewrites the models of a judged service once per step rather than once per few windows."""
 
 
 class SampleBatch:
     """Samples of many services through windows and detection; collects what is to be emitted.
 
-    ``load`` returns a service's saved state (None for a new service); the states touched by
-    the batch are in :attr:`states`, to be saved once the outputs are delivered.
+    ``windows_of`` and ``detection_of`` return a service's saved windows and detection (None for
+    a new service). What the batch changed is in :attr:`window_states` (every service it
+    touched) and :attr:`detections` (the services that judged a window), to be saved, models
+    first, once the outputs are delivered.
     """
 
     def __init__(
-        self, load: Callable[[str], ServiceState | None], spec: WindowSpec, settings: DetectionSettings
+        self,
+        windows_of: Callable[[str], ServiceWindows | None],
+        detection_of: Callable[[str], ServiceDetection | None],
+        spec: WindowSpec,
+        settings: DetectionSettings,
     ) -> None:
-        self._load = load
+        self._windows_of = windows_of
+        self._detection_of = detection_of
         self._spec = spec
         self._settings = settings
-        self.states: dict[str, ServiceState] = {}
+        self.window_states: dict[str, ServiceWindows] = {}
+        self.detections: dict[str, ServiceDetection] = {}
         self.samples = 0
         self.windows: list[WindowAggregate] = []
         self.anomalies: list[Anomaly] = []
@@ -59,11 +70,14 @@ class SampleBatch:
         at = 0
         for origin, count in runs:
             for index in range(count):
-                state = self._state(services[at])
-                series = Series(services[at], metrics[at])
-                for window in state.windows.add(self._spec, series, stamps[at] // 1000, values[at], origin, index):
+                service = services[at]
+                windows = self.window_states.get(service) or self._windows(service)
+                closed = windows.add(
+                    self._spec, Series(service, metrics[at]), stamps[at] // 1000, values[at], origin, index
+                )
+                for window in closed:
                     self.windows.append(window)
-                    self._judge(state, window)
+                    self._judge(window)
                 at += 1
 
     @property
@@ -73,26 +87,31 @@ class SampleBatch:
         A batch keeps every spell, not only the last state: a catching-up worker must not hide a
         critical spell that is already over. Health is built only at those points, not per window.
         """
-        latest = [self.states[service].detection.snapshot.health(service) for service in self._moved_on]
+        latest = [self.detections[service].snapshot.health(service) for service in self._moved_on]
         return self._spell_starts + latest
 
-    def _state(self, service: str) -> ServiceState:
-        state = self.states.get(service)
-        if state is None:
-            state = self.states[service] = self._load(service) or ServiceState()
-        return state
+    def _windows(self, service: str) -> ServiceWindows:
+        windows = self.window_states[service] = self._windows_of(service) or ServiceWindows()
+        return windows
 
-    def _judge(self, state: ServiceState, window: WindowAggregate) -> None:
-        outcome = state.detection.observe(window, self._settings)
+    def _detection(self, service: str) -> ServiceDetection:
+        detection = self.detections.get(service)
+        if detection is None:
+            detection = self.detections[service] = self._detection_of(service) or ServiceDetection()
+        return detection
+
+    def _judge(self, window: WindowAggregate) -> None:
+        service = window.service_name
+        detection = self._detection(service)
+        outcome = detection.observe(window, self._settings)
         if outcome is None:
             return
         anomaly, status = outcome
         if anomaly is not None:
             self.anomalies.append(anomaly)
-        service = window.service_name
         if self._status.get(service) != status:
             self._status[service] = status
-            self._spell_starts.append(state.detection.snapshot.health(service))
+            self._spell_starts.append(detection.snapshot.health(service))
             self._moved_on.discard(service)
         else:
             self._moved_on.add(service)

@@ -75,7 +75,11 @@ class SampleColumns(Event):
 
     @classmethod
     def of(cls, samples: Sequence[MetricSample]) -> SampleColumns:
-        return cls(
+        """The columns of ``samples``, which are valid already: building them skips validation,
+        which would cost ingest half as much again as reading the columns back does."""
+        if not 0 < len(samples) <= MAX_BATCH:
+            raise ValueError(f"columns hold {len(samples)} samples; expected 1 to {MAX_BATCH}")
+        return cls.model_construct(
             service_name=[s.service_name for s in samples],
             metric_name=[s.metric_name for s in samples],
             timestamp_us=[epoch_us(s.timestamp) for s in samples],

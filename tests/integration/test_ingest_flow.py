@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from pipeline import topics
-from schemas import DeadLetter, MetricBatch, MetricSample, decode
+from schemas import DeadLetter, MetricSample, SampleColumns, decode
 from tests.support import consume_until, produce
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka
     await produce(kafka_bootstrap, topics.METRICS.name, [(key, json.dumps(sentinel).encode())])
 
     def ours(samples_record) -> list[MetricSample]:
-        return [m for m in decode(MetricBatch, samples_record.value).metrics if m.service_name == service]
+        return [m for m in decode(SampleColumns, samples_record.value).samples() if m.service_name == service]
 
     def values(records) -> list[float]:
         return sorted(sample.value for r in records for sample in ours(r))

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.detection import DetectionSettings
-from pipeline.service_state import SampleBatch, ServiceState
-from pipeline.windows import Origin, WindowSpec
+from pipeline.detection import DetectionSettings, ServiceDetection
+from pipeline.service_state import SampleBatch
+from pipeline.windows import Origin, ServiceWindows, WindowSpec
 from schemas import HealthStatus, MetricSample, SampleColumns
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
@@ -28,17 +28,39 @@ def samples(service: str, seconds: range, value=lambda second: 100.0) -> SampleC
     )
 
 
-def run(saved: dict[str, ServiceState], records: list[SampleColumns], first_offset: int = 0) -> SampleBatch:
+class Saved:
+    """The two tables the detect agent saves a batch's states to, as pickled bytes."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, bytes] = {}
+        self.detections: dict[str, bytes] = {}
+
+    def windows_of(self, service: str) -> ServiceWindows | None:
+        return pickle.loads(self.windows[service]) if service in self.windows else None
+
+    def detection_of(self, service: str) -> ServiceDetection | None:
+        return pickle.loads(self.detections[service]) if service in self.detections else None
+
+    def batch(self) -> SampleBatch:
+        return SampleBatch(self.windows_of, self.detection_of, SPEC, SETTINGS)
+
+    def save(self, batch: SampleBatch, *, windows: bool = True) -> None:
+        self.detections.update({service: pickle.dumps(state) for service, state in batch.detections.items()})
+        if windows:
+            self.windows.update({service: pickle.dumps(state) for service, state in batch.window_states.items()})
+
+
+def run(saved: Saved, records: list[SampleColumns], first_offset: int = 0) -> SampleBatch:
     """One agent batch: the records of one partition, then the states saved as the agent saves them."""
-    batch = SampleBatch(saved.get, SPEC, SETTINGS)
+    batch = saved.batch()
     for offset, record in enumerate(records, start=first_offset):
         batch.add(record, [(Origin.of("aiops.metrics", 0, offset), len(record))])
-    saved.update({service: pickle.loads(pickle.dumps(state)) for service, state in batch.states.items()})
+    saved.save(batch)
     return batch
 
 
 def test_closed_windows_are_judged_in_the_same_batch():
-    batch = run({}, [samples("a", range(0, 25)), samples("b", range(0, 15))])
+    batch = run(Saved(), [samples("a", range(0, 25)), samples("b", range(0, 15))])
     assert [(w.service_name, w.window_start) for w in batch.windows] == [
         ("a", T0),
         ("a", T0 + timedelta(seconds=10)),
@@ -49,17 +71,17 @@ def test_closed_windows_are_judged_in_the_same_batch():
 
 
 def test_state_carries_over_batches_and_a_spike_after_warm_up_is_an_anomaly():
-    saved: dict[str, ServiceState] = {}
+    saved = Saved()
     for offset, start in enumerate(range(0, 200, 20)):
         assert run(saved, [samples("a", range(start, start + 20))], offset).anomalies == []
     spike = run(saved, [samples("a", range(200, 220), value=lambda s: 900.0 if s < 210 else 100.0)], 10)
     [anomaly] = spike.anomalies
     assert anomaly.window_start == T0 + timedelta(seconds=200) and anomaly.actual_value == 900.0
-    assert saved["a"].detection.models["cpu_usage"].windows_learned == 21
+    assert saved.detection_of("a").models["cpu_usage"].windows_learned == 21
 
 
 def test_a_redelivered_record_closes_and_judges_nothing_twice():
-    saved: dict[str, ServiceState] = {}
+    saved = Saved()
     first = run(saved, [samples("a", range(0, 15))])
     again = run(saved, [samples("a", range(0, 15))])
     assert len(first.windows) == 1 and again.windows == [] and again.health == []
@@ -67,7 +89,7 @@ def test_a_redelivered_record_closes_and_judges_nothing_twice():
 
 def test_health_keeps_every_change_of_status_within_a_batch():
     records = [samples("a", range(0, 10), value=lambda s: 90.0), samples("a", range(10, 30), value=lambda s: 10.0)]
-    statuses = [h.status for h in run({}, records).health]
+    statuses = [h.status for h in run(Saved(), records).health]
     assert statuses == [HealthStatus.CRITICAL, HealthStatus.HEALTHY]
 
 
@@ -75,16 +97,39 @@ def test_samples_merged_from_many_records_are_recognised_when_those_records_come
     first, second = samples("a", range(0, 8)), samples("a", range(8, 25))
     both = samples("a", range(0, 25))
     merged = [(Origin.of("aiops.metrics", 0, 0), len(first)), (Origin.of("aiops.metrics", 0, 1), len(second))]
-    saved: dict[str, ServiceState] = {}
-    batch = SampleBatch(saved.get, SPEC, SETTINGS)
+    saved = Saved()
+    batch = saved.batch()
     batch.add(both, merged)
-    saved.update(batch.states)
-    again = SampleBatch(saved.get, SPEC, SETTINGS)
+    saved.save(batch)
+    again = saved.batch()
     again.add(second, [(Origin.of("aiops.metrics", 0, 1), len(second))])
     assert len(batch.windows) == 2 and again.windows == []
 
 
+def test_models_are_saved_only_for_services_that_judged_a_window():
+    saved = Saved()
+    batch = run(saved, [samples("a", range(0, 15)), samples("b", range(0, 5))])
+    assert set(batch.window_states) == {"a", "b"} and set(batch.detections) == {"a"}
+    assert set(saved.detections) == {"a"}
+
+
+def test_a_crash_between_the_models_and_the_windows_judges_no_window_twice():
+    saved = Saved()
+    for offset, start in enumerate(range(0, 100, 20)):
+        run(saved, [samples("a", range(start, start + 20))], offset)
+    spike = samples("a", range(100, 125), value=lambda s: 900.0 if s < 110 else 100.0)
+    crashed = saved.batch()
+    crashed.add(spike, [(Origin.of("aiops.metrics", 0, 5), len(spike))])
+    saved.save(crashed, windows=False)
+    assert len(crashed.anomalies) == 1
+
+    again = run(saved, [spike], first_offset=5)
+    assert [w.window_start for w in again.windows] == [w.window_start for w in crashed.windows]
+    assert again.anomalies == [] and again.health == []
+    assert saved.detection_of("a").models["cpu_usage"].windows_learned == 12
+
+
 def test_runs_that_do_not_cover_the_record_are_an_error():
-    batch = SampleBatch({}.get, SPEC, SETTINGS)
+    batch = Saved().batch()
     with pytest.raises(ValueError, match="cover 3 samples"):
         batch.add(samples("a", range(0, 4)), [(Origin.of("aiops.metrics", 0, 0), 3)])
