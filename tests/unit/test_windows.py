@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from pipeline.windows import (
     Origin,
     Series,
     SeriesWindows,
+    ServiceWindows,
     WindowSpec,
     add_sample,
     close_due,
@@ -120,3 +122,12 @@ def test_p95_memory_stays_bounded_in_a_busy_window():
 def test_percentile_is_nearest_rank():
     assert percentile([5.0], 0.95) == 5.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+
+
+def test_window_state_pickles_to_an_equal_state():
+    state = ServiceWindows()
+    for i in range(30):
+        state.add(SPEC, *sample(i * 0.7, float(i), "latency_p95"), Origin.of("aiops.metrics", 1, offset=i))
+        state.add(SPEC, *sample(i * 0.7, float(i)))
+    assert state.series["latency_p95"].open and state.series["latency_p95"].applied
+    assert pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)) == state
