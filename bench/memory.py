@@ -57,7 +57,7 @@ from bench.latency import (
     level_of,
     partitions_of,
     start_group_at_end,
-    until_worker_ready,
+    until_workers_ready,
 )
 from pipeline.config import Settings
 from pipeline.producer import MetricsProducer
@@ -187,14 +187,14 @@ async def measure(bootstrap: str, args: argparse.Namespace, series: int, window_
             {"AIOPS_WARMUP_WINDOWS": str(args.warmup_windows), "AIOPS_WORKER_AGENTS": args.agents},
         )
         with running_worker(env, log_path) as worker:
-            await until_worker_ready(bootstrap, app_id, worker, log_path)
+            await until_workers_ready(bootstrap, app_id, [(worker, log_path)])
             started = time.monotonic()
             if services:
                 await publish(bootstrap, services, args.windows, window_seconds)
             published = time.monotonic()
             drained = await drained_within(bootstrap, app_id, args.timeout)
             drain_seconds = time.monotonic() - published
-            check_alive(worker, log_path)
+            check_alive([(worker, log_path)])
             memory, settled = await settled_memory(worker.pid)
             row = Row(
                 len(services) * len(STANDARD_METRICS), memory, settled, published - started, drain_seconds, drained
@@ -202,7 +202,7 @@ async def measure(bootstrap: str, args: argparse.Namespace, series: int, window_
             if not drained:
                 row.left = await backlog(bootstrap, app_id)
             row.table_bytes = await table_bytes(bootstrap, app_id)
-            check_alive(worker, log_path)
+            check_alive([(worker, log_path)])
     return row
 
 
