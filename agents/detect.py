@@ -33,7 +33,11 @@ async def detect(stream):
             for event in events:
                 samples = await decode_or_dead_letter(event, SampleColumns)
                 if samples is not None:
+                    found = len(batch.anomalies)
                     await _apply(batch, event, samples)
+                    # Anomalies leave as soon as they are found, not with the rest of the batch: they
+                    # are what someone is waiting for. Like the rest, they are out before states are saved.
+                    await send_delivered(anomalies_topic, batch.anomalies[found:])
                 if batch.samples >= STEP_SAMPLES:
                     await _emit(batch)
                     batch = _new_batch()
@@ -65,9 +69,7 @@ async def _apply(batch: SampleBatch, event: EventT, samples: SampleColumns) -> N
 
 
 async def _emit(batch: SampleBatch) -> None:
-    # Anomalies first: they are what someone is waiting for.
     await asyncio.gather(
-        send_delivered(anomalies_topic, batch.anomalies),
         send_delivered(windows_topic, batch.windows),
         send_delivered(service_health_topic, batch.health),
     )
