@@ -1,17 +1,19 @@
-"""Window-close-to-output latency of one worker under a steady real-time load, in one run.
+"""Window-close-to-output latency of the pipeline under a steady real-time load, in one run.
 
     .venv/bin/python -m bench.latency [--rate 20000] [--seconds 180] [--services 400]
+                                      [--agents ingest --agents detect]
 
 Starts a fresh local broker (or uses KAFKA_BOOTSTRAP), ensures the topics, starts one
 `aiops worker` subprocess (fresh app id, temporary data dir and SQLite file, 10 s windows,
 AIOPS_WARMUP_WINDOWS=6, AIOPS_WORKER_AGENTS=ingest,detect: the stream without the store's
-writes, as bench.throughput measures it; ``--agents`` changes that) and, once its consumer
-group is stable, a producer process that publishes ``--rate`` samples/s in real time for
-``--seconds``: the 5 standard metrics of ``--services`` services, round robin, one
-``MetricsProducer.send`` per 100 ms tick (a batch record per service per tick), every sample
-stamped with the wall clock (UTC) when its tick is built. After the detector's warm-up, every
-``--inject-every`` seconds ``--inject-count`` series (rotating services and metrics) get values
-``--factor`` times their level for exactly one window, so the detector has something to report.
+writes, as bench.throughput measures it; ``--agents`` changes that, and a worker per
+``--agents`` given runs the stages apart) and, once their consumer groups are stable, a producer
+process that publishes ``--rate`` samples/s in real time for ``--seconds``: the 5 standard
+metrics of ``--services`` services, round robin, one ``MetricsProducer.send`` per 100 ms tick (a
+batch record per service per tick), every sample stamped with the wall clock (UTC) when its tick
+is built. After the detector's warm-up, every ``--inject-every`` seconds ``--inject-count``
+series (rotating services and metrics) get values ``--factor`` times their level for exactly one
+window, so the detector has something to report.
 
 What closes a window (pipeline/windows.py): a window ``[start, end)`` of a series closes when
 the series' event time -- the latest sample timestamp the worker has seen for it -- reaches
