@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,6 +41,7 @@ from pipeline.store import (
     metric_rows,
 )
 from schemas import ActionResult, Anomaly, MetricSample
+from schemas.common import from_epoch_micros
 
 __all__ = ["SqliteStore"]
 
@@ -94,8 +95,6 @@ _SQL_TYPES = {
 _CACHE_KIB = 65_536
 """Page cache ceiling (used only as needed): a batch touches a leaf page per series, more than the 2 MiB default."""
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 _ENCODE: dict[Kind, Callable[[Any], Any]] = {
     Kind.TIMESTAMP: epoch_micros,
@@ -103,7 +102,7 @@ _ENCODE: dict[Kind, Callable[[Any], Any]] = {
     Kind.BOOLEAN: int,
 }
 _DECODE: dict[Kind, Callable[[Any], Any]] = {
-    Kind.TIMESTAMP: lambda value: _EPOCH + value * _MICROSECOND,
+    Kind.TIMESTAMP: from_epoch_micros,
     Kind.JSON: orjson.loads,
     Kind.BOOLEAN: bool,
 }

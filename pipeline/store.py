@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas import ActionResult, Anomaly, MetricSample
 from schemas.codec import describe
+from schemas.common import epoch_micros
 
 __all__ = [
     "ACTIONS",
@@ -132,13 +133,6 @@ def metric_rows(
     return rows
 
 
-def epoch_micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch: exact (a float of seconds is not), and the same for any time zone."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _MICROSECOND
-
-
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys, so equal dicts give equal bytes."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
@@ -238,8 +232,6 @@ def _action_columns(result: ActionResult) -> dict[str, Any]:
     return {"reason": reason if isinstance(reason, str) else None, "result": result.message}
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = datetime.resolution
 _KINDS: tuple[tuple[type, Kind], ...] = (
     (bool, Kind.BOOLEAN),  # before int: bool is an int
     (datetime, Kind.TIMESTAMP),

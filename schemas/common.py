@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -15,6 +15,20 @@ def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch: exact (a float of seconds is not), and the same for any
+    time zone; a naive datetime is UTC, as :data:`UtcDatetime` reads it."""
+    return (_as_utc(moment) - EPOCH) // _MICROSECOND
+
+
+def from_epoch_micros(micros: int) -> datetime:
+    return EPOCH + micros * _MICROSECOND
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Self
 
 from pydantic import Field, StrictInt, model_validator
 
-from schemas.common import Event, FiniteFloat, MetricName, ServiceName, Tags, UtcDatetime
+from schemas.common import (
+    Event,
+    FiniteFloat,
+    MetricName,
+    ServiceName,
+    Tags,
+    UtcDatetime,
+    epoch_micros,
+    from_epoch_micros,
+)
 
 STANDARD_METRICS: tuple[str, ...] = ("cpu_usage", "memory_usage", "latency_p95", "request_rate", "error_rate")
 """cpu_usage (%), memory_usage (MB), latency_p95 (ms), request_rate (req/s), error_rate (%).
@@ -32,16 +39,9 @@ class MetricBatch(Event):
     metrics: Annotated[list[MetricSample], Field(min_length=1, max_length=MAX_BATCH)]
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_us(at: datetime) -> int:
-    """An aware datetime as exact integer microseconds since the epoch.
-
-    The whole seconds come from the float timestamp, which is exact to well under a microsecond
-    in this era; the microseconds come from the datetime itself, so nothing is rounded.
-    """
-    return math.floor(at.timestamp()) * 1_000_000 + at.microsecond
+def _check_count(count: int) -> None:
+    if not 0 < count <= MAX_BATCH:
+        raise ValueError(f"columns hold {count} samples; expected 1 to {MAX_BATCH}")
 
 
 class SampleColumns(Event):
@@ -69,20 +69,18 @@ class SampleColumns(Event):
         }
         if len(lengths) != 1:
             raise ValueError(f"columns differ in length: {sorted(lengths)}")
-        if not self.value or len(self.value) > MAX_BATCH:
-            raise ValueError(f"columns hold {len(self.value)} samples; expected 1 to {MAX_BATCH}")
+        _check_count(len(self.value))
         return self
 
     @classmethod
     def of(cls, samples: Sequence[MetricSample]) -> SampleColumns:
         """The columns of ``samples``, which are valid already: they are not validated a second
         time (that would cost ingest about 0.6 µs a sample)."""
-        if not 0 < len(samples) <= MAX_BATCH:
-            raise ValueError(f"columns hold {len(samples)} samples; expected 1 to {MAX_BATCH}")
+        _check_count(len(samples))
         return cls.model_construct(
             service_name=[s.service_name for s in samples],
             metric_name=[s.metric_name for s in samples],
-            timestamp_us=[epoch_us(s.timestamp) for s in samples],
+            timestamp_us=[epoch_micros(s.timestamp) for s in samples],
             value=[s.value for s in samples],
             tags=[s.tags for s in samples],
         )
@@ -93,7 +91,7 @@ class SampleColumns(Event):
     def samples(self) -> list[MetricSample]:
         return [
             MetricSample(
-                timestamp=EPOCH + timedelta(microseconds=ts),
+                timestamp=from_epoch_micros(ts),
                 service_name=service,
                 metric_name=metric,
                 value=value,
