@@ -31,6 +31,7 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication,
     producer_acks=-1,
+    producer_partitioner=topics.cached_partitioner,
     broker_session_timeout=settings.kafka_session_timeout_seconds,
     # Standby replicas of tables make Faust's recovery hang on some rebalances; a worker taking
     # over a partition rebuilds its state from the changelog instead.

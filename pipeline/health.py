@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from schemas import STANDARD_METRICS, HealthStatus, ServiceHealth, Severity
 
@@ -42,9 +43,8 @@ class ServiceSnapshot:
         self.updated_ms = max(self.updated_ms, at_ms)
 
     def worst_severity(self) -> Severity | None:
-        order = list(Severity)
         found = [s for s in self.severities.values() if s is not None]
-        return min(found, key=order.index) if found else None
+        return max(found, key=attrgetter("rank")) if found else None
 
     def status(self) -> HealthStatus:
         by_threshold = threshold_status(self.values.get("cpu_usage"), self.values.get("error_rate"))

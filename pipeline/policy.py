@@ -32,8 +32,6 @@ from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anoma
 from schemas.codec import describe
 from schemas.common import MetricName, ServiceName
 
-_SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,7 +78,7 @@ class Rule(_Strict):
     def matches(self, anomaly: Anomaly, target: GkeTarget | CloudRunTarget) -> bool:
         return (
             anomaly.metric_name == self.metric
-            and _SEVERITY_RANK[anomaly.severity] >= _SEVERITY_RANK[self.min_severity]
+            and anomaly.severity.rank >= self.min_severity.rank
             and (self.target is None or self.target.value == target.type)
             and (self.services is None or anomaly.service_name in self.services)
         )

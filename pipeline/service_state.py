@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pipeline.detection import DetectionSettings, ServiceDetection
-from pipeline.windows import OriginRuns, Series, ServiceWindows, WindowSpec
+from pipeline.windows import OriginRuns, Series, SeriesWindows, ServiceWindows, WindowSpec, add_sample
 from schemas import Anomaly, HealthStatus, SampleColumns, ServiceHealth, WindowAggregate
 
 STEP_SAMPLES = 100_000
@@ -55,6 +55,8 @@ class SampleBatch:
         self._status: dict[str, HealthStatus] = {}
         self._moved_on: set[str] = set()
         """Services judged again since the start of their current spell."""
+        self._series: dict[tuple[str, str], tuple[SeriesWindows, Series]] = {}
+        """Per (service, metric) seen in the batch: its windows and name, found once per batch, not per sample."""
 
     def add(self, columns: SampleColumns, runs: OriginRuns) -> None:
         """Apply the samples of one record, read at the origins ``runs`` describe."""
@@ -67,17 +69,15 @@ class SampleBatch:
             columns.timestamp_us,
             columns.value,
         )
-        at = 0
+        spec, series_of, at = self._spec, self._series, 0
         for origin, count in runs:
             for index in range(count):
-                service = services[at]
-                windows = self.window_states.get(service) or self._windows(service)
-                closed = windows.add(
-                    self._spec, Series(service, metrics[at]), stamps[at] // 1000, values[at], origin, index
-                )
-                for window in closed:
-                    self.windows.append(window)
-                    self._judge(window)
+                key = (services[at], metrics[at])
+                found = series_of.get(key) or self._series_windows(*key)
+                if closed := add_sample(spec, found[0], found[1], stamps[at] // 1000, values[at], origin, index):
+                    for window in closed:
+                        self.windows.append(window)
+                        self._judge(window)
                 at += 1
 
     @property
@@ -90,9 +90,12 @@ class SampleBatch:
         latest = [self.detections[service].snapshot.health(service) for service in self._moved_on]
         return self._spell_starts + latest
 
-    def _windows(self, service: str) -> ServiceWindows:
-        windows = self.window_states[service] = self._windows_of(service) or ServiceWindows()
-        return windows
+    def _series_windows(self, service: str, metric: str) -> tuple[SeriesWindows, Series]:
+        windows = self.window_states.get(service)
+        if windows is None:
+            windows = self.window_states[service] = self._windows_of(service) or ServiceWindows()
+        found = self._series[service, metric] = (windows.of(metric), Series(service, metric))
+        return found
 
     def _detection(self, service: str) -> ServiceDetection:
         detection = self.detections.get(service)

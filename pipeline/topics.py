@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from dataclasses import dataclass, field
 
 from aiokafka.partitioner import murmur2
@@ -79,6 +80,14 @@ def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) gives a record with this key. Cached:
     ingest asks for every sample, of a few thousand services, and murmur2 is pure Python."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def cached_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Kafka's default partitioner with :func:`partition_for`'s cache: the agents send a record per
+    window and per state, keyed by a few thousand services, and murmur2 would run for each."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[partition_for(key, len(all_partitions))]
 
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (

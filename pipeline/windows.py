@@ -225,7 +225,11 @@ class ServiceWindows:
         origin: Origin | None = None,
         index: int = 0,
     ) -> list[WindowAggregate]:
-        state = self.series.get(series.metric_name)
+        return add_sample(spec, self.of(series.metric_name), series, ts_ms, value, origin, index)
+
+    def of(self, metric_name: str) -> SeriesWindows:
+        """The windows of one metric, new ones for a metric not seen before."""
+        state = self.series.get(metric_name)
         if state is None:
-            state = self.series[series.metric_name] = SeriesWindows()
-        return add_sample(spec, state, series, ts_ms, value, origin, index)
+            state = self.series[metric_name] = SeriesWindows()
+        return state

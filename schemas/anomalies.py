@@ -26,6 +26,14 @@ class Severity(StrEnum):
     MEDIUM = "medium"
     LOW = "low"
 
+    @property
+    def rank(self) -> int:
+        """Higher is more severe: compare severities by this, not by their names."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
 
 class Anomaly(Event):
     id: Annotated[str, Field(min_length=1, max_length=128)] = Field(default_factory=lambda: uuid4().hex)

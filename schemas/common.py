@@ -24,7 +24,9 @@ _MICROSECOND = timedelta(microseconds=1)
 def epoch_micros(moment: datetime) -> int:
     """Microseconds since the Unix epoch: exact (a float of seconds is not), and the same for any
     time zone; a naive datetime is UTC, as :data:`UtcDatetime` reads it."""
-    return (_as_utc(moment) - EPOCH) // _MICROSECOND
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // _MICROSECOND
 
 
 def from_epoch_micros(micros: int) -> datetime:
