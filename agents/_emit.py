@@ -10,7 +10,8 @@ from typing import Any, Protocol, TypeVar
 from faust.types import EventT, TopicT
 from pydantic import BaseModel
 
-from pipeline.app import app, dead_letter_topic
+from pipeline.app import app, dead_letter_topic, kafka_producer
+from pipeline.kafka_batches import send_keyed
 from schemas import DeadLetter, DecodeError, decode, encode
 
 M = TypeVar("M", bound=BaseModel)
@@ -76,5 +77,5 @@ async def send_delivered(topic: TopicT, events: Iterable[ServiceEvent]) -> None:
     State that says "emitted" is written only after this returns, so a crash can repeat an
     event (consumers deduplicate by id) but never lose one.
     """
-    pending = [await send(topic, encode(event), key=event.service_name.encode()) for event in events]
-    await asyncio.gather(*pending)
+    records = [(event.service_name.encode(), encode(event)) for event in events]
+    await asyncio.gather(*await send_keyed(kafka_producer(), topic.get_topic_name(), records))

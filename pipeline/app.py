@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 
 from pipeline import topics
 from pipeline.config import get_settings
 from pipeline.detection import DetectionSettings
+from pipeline.kafka_batches import send_keyed
 from pipeline.policy import PolicyConfig, load_policy
 from pipeline.windows import WindowSpec
 
@@ -32,6 +34,9 @@ app = faust.App(
     topic_replication_factor=settings.topic_replication,
     producer_acks=-1,
     producer_partitioner=topics.cached_partitioner,
+    # 16 KiB (the default) holds about 50 window records: the producer would then wait for its
+    # sender every 50 records of a partition. Bigger batches cost a third less per record.
+    producer_max_batch_size=256 * 1024,
     broker_session_timeout=settings.kafka_session_timeout_seconds,
     # Standby replicas of tables make Faust's recovery hang on some rebalances; a worker taking
     # over a partition rebuilds its state from the changelog instead.
@@ -61,6 +66,12 @@ def faust_topic(spec: topics.TopicSpec) -> faust.TopicT:
     return app.topic(spec.name, partitions=spec.partitions(settings), key_type=bytes, value_type=bytes)
 
 
+def kafka_producer() -> AIOKafkaProducer:
+    """The app's aiokafka producer, for :func:`pipeline.kafka_batches.send_keyed`: Faust's wrapper
+    around it sends one record per call."""
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+
 class StateTable:
     """A Faust table of core state objects per service, pickled into its changelog topic.
 
@@ -76,9 +87,9 @@ class StateTable:
     """
 
     def __init__(self, name: str, source: topics.TopicSpec, *, keep_objects: bool = False) -> None:
-        self._partitions = source.partitions(settings)
+        partitions = source.partitions(settings)
         table = faust.Table(
-            app, name=name, partitions=self._partitions, key_type=bytes, value_type=bytes, beacon=app.tables.beacon
+            app, name=name, partitions=partitions, key_type=bytes, value_type=bytes, beacon=app.tables.beacon
         )
         self._table = app.tables.add(table)
         self._changelog = table.changelog_topic.get_topic_name()
@@ -126,13 +137,8 @@ class StateTable:
         Faust stops handing records to every agent. An agent that acknowledges its events after
         this returns never has an offset committed ahead of the state built from it.
         """
-        pending = []
-        for service, value in states.items():
-            key = service.encode()
-            raw = self.put(service, value)
-            partition = topics.partition_for(key, self._partitions)
-            pending.append(await app.producer.send(self._changelog, key, raw, partition, None, None))
-        await asyncio.gather(*pending)
+        records = [(service.encode(), self.put(service, value)) for service, value in states.items()]
+        await asyncio.gather(*await send_keyed(kafka_producer(), self._changelog, records))
 
     def forget(self) -> None:
         """Drop the kept objects: the next :meth:`get` of each service reads its changelog value."""

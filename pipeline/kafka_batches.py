@@ -1,0 +1,46 @@
+"""Hand many keyed records to a Kafka producer a batch at a time instead of one call per record.
+
+``AIOKafkaProducer.send`` costs about 15 to 20 CPU µs a record (a future, the accumulator, and a
+wait for the sender whenever a partition's batch fills); the detect stage sends a record per
+closed window and per saved state, so that was a large share of its time. Records appended to
+a ``BatchBuilder`` cost about 3.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from pipeline.topics import partition_for
+
+
+async def send_keyed(
+    producer: AIOKafkaProducer, topic: str, records: Iterable[tuple[bytes, bytes]]
+) -> list[Awaitable[Any]]:
+    """Queue ``(key, value)`` records on ``topic``; returns the acknowledgements to await.
+
+    Each record goes to the partition Kafka's default partitioner gives its key (murmur2 of the
+    key over the topic's partition count, as every Kafka client does), and the records of one
+    partition keep their order.
+    """
+    records = list(records)
+    if not records:
+        return []
+    partitions = len(await producer.partitions_for(topic))
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    for key, value in records:
+        by_partition[partition_for(key, partitions)].append((key, value))
+    acks = []
+    for partition, keyed in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in keyed:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value)} bytes does not fit a producer batch of {topic}")
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    return acks
