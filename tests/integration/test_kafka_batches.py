@@ -4,14 +4,12 @@ in order per partition, across several producer batches, and a record bigger tha
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaProducer
 
 from pipeline.kafka_batches import send_keyed
+from tests.support import new_topic, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -19,33 +17,15 @@ PARTITIONS = 4
 BATCH_BYTES = 2048
 
 
-async def _new_topic(bootstrap: str) -> str:
-    topic = f"it-batches-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        await admin.close()
-    return topic
-
-
-async def _read(bootstrap: str, topic: str, expected: int) -> dict[int, list[tuple[bytes, bytes]]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
+async def _read(bootstrap: str, topic: str) -> dict[int, list[tuple[bytes, bytes]]]:
     by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-    deadline = time.monotonic() + 60
-    try:
-        while sum(map(len, by_partition.values())) < expected and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-                by_partition.setdefault(tp.partition, []).extend((r.key, r.value) for r in records)
-    finally:
-        await consumer.stop()
+    for record in await read_all(bootstrap, topic):
+        by_partition.setdefault(record.partition, []).append((record.key, record.value))
     return by_partition
 
 
 async def test_records_land_where_the_default_partitioner_puts_their_keys_in_order(kafka_bootstrap: str) -> None:
-    topic = await _new_topic(kafka_bootstrap)
+    topic = await new_topic(kafka_bootstrap, "it-batches", PARTITIONS)
     # 600 records of 100 bytes in batches of 2 KiB: each partition takes several batches.
     records = [(f"svc-{i % 37}".encode(), f"{i:05d}".encode() + b"." * 95) for i in range(600)]
     reference = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
@@ -57,14 +37,14 @@ async def test_records_land_where_the_default_partitioner_puts_their_keys_in_ord
         await asyncio.gather(*acks)
         # What aiokafka's own default partitioner does with each key, on the same topic.
         expected_partition = {
-            key: (await (await reference.send(topic, b"probe", key=key))).partition for key, _ in records
+            key: (await (await reference.send(topic, b"probe", key=key))).partition for key in dict(records)
         }
     finally:
         await batched.stop()
         await reference.stop()
 
     assert len(acks) > PARTITIONS
-    by_partition = _without_probes(await _read(kafka_bootstrap, topic, len(records) + len(expected_partition)))
+    by_partition = _without_probes(await _read(kafka_bootstrap, topic))
     assert sum(map(len, by_partition.values())) == len(records)
     for partition, received in by_partition.items():
         assert {expected_partition[key] for key, _ in received} == {partition}
@@ -72,7 +52,7 @@ async def test_records_land_where_the_default_partitioner_puts_their_keys_in_ord
 
 
 async def test_a_record_bigger_than_a_batch_goes_in_one_of_its_own(kafka_bootstrap: str) -> None:
-    topic = await _new_topic(kafka_bootstrap)
+    topic = await new_topic(kafka_bootstrap, "it-batches", PARTITIONS)
     records = [(b"svc", b"small"), (b"svc", b"x" * (4 * BATCH_BYTES)), (b"svc", b"after")]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_batch_size=BATCH_BYTES)
     await producer.start()
@@ -81,7 +61,7 @@ async def test_a_record_bigger_than_a_batch_goes_in_one_of_its_own(kafka_bootstr
         await asyncio.gather(*await send_keyed(producer, topic, records))
     finally:
         await producer.stop()
-    [received] = (await _read(kafka_bootstrap, topic, len(records))).values()
+    [received] = (await _read(kafka_bootstrap, topic)).values()
     assert received == records
 
 

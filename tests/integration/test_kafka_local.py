@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.kafka_local import LocalKafka, LocalKafkaError, free_port
+from tests.support import new_topic
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,7 @@ PARTITIONS = 3
 
 
 async def test_keyed_records_round_trip(kafka_bootstrap: str) -> None:
-    topic = f"it-roundtrip-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        await admin.close()
+    topic = await new_topic(kafka_bootstrap, "it-roundtrip", PARTITIONS)
 
     sent = [(f"key-{i:02d}".encode(), f"value-{i:02d}".encode()) for i in range(RECORDS)]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
