@@ -33,7 +33,6 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication,
     producer_acks=-1,
-    producer_partitioner=topics.cached_partitioner,
     # 16 KiB (the default) holds about 50 window records: the producer would then wait for its
     # sender every 50 records of a partition. Bigger batches cost a third less per record.
     producer_max_batch_size=256 * 1024,

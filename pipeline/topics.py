@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 from dataclasses import dataclass, field
 
 from aiokafka.partitioner import murmur2
@@ -78,16 +77,9 @@ ACTION_RESULTS = TopicSpec(
 @functools.lru_cache(maxsize=65_536)
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) gives a record with this key. Cached:
-    ingest asks for every sample, of a few thousand services, and murmur2 is pure Python."""
+    ingest asks for every sample and ``send_keyed`` for every record, of a few thousand services,
+    and murmur2 is pure Python."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def cached_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """Kafka's default partitioner with :func:`partition_for`'s cache: the agents send a record per
-    window and per state, keyed by a few thousand services, and murmur2 would run for each."""
-    if key is None:
-        return random.choice(available or all_partitions)
-    return all_partitions[partition_for(key, len(all_partitions))]
 
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
