@@ -216,17 +216,6 @@ class ServiceWindows:
     def __reduce__(self) -> tuple:
         return ServiceWindows, (self.series,)
 
-    def add(
-        self,
-        spec: WindowSpec,
-        series: Series,
-        ts_ms: int,
-        value: float,
-        origin: Origin | None = None,
-        index: int = 0,
-    ) -> list[WindowAggregate]:
-        return add_sample(spec, self.of(series.metric_name), series, ts_ms, value, origin, index)
-
     def of(self, metric_name: str) -> SeriesWindows:
         """The windows of one metric, new ones for a metric not seen before."""
         state = self.series.get(metric_name)

@@ -127,7 +127,9 @@ def test_percentile_is_nearest_rank():
 def test_window_state_pickles_to_an_equal_state():
     state = ServiceWindows()
     for i in range(30):
-        state.add(SPEC, *sample(i * 0.7, float(i), "latency_p95"), Origin.of("aiops.metrics", 1, offset=i))
-        state.add(SPEC, *sample(i * 0.7, float(i)))
+        series, ts_ms, value = sample(i * 0.7, float(i), "latency_p95")
+        add_sample(SPEC, state.of(series.metric_name), series, ts_ms, value, Origin.of("aiops.metrics", 1, offset=i))
+        series, ts_ms, value = sample(i * 0.7, float(i))
+        add_sample(SPEC, state.of(series.metric_name), series, ts_ms, value)
     assert state.series["latency_p95"].open and state.series["latency_p95"].applied
     assert pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)) == state
