@@ -20,12 +20,21 @@ from pipeline.config import get_settings
 from pipeline.detection import DetectionSettings
 from pipeline.kafka_batches import send_keyed
 from pipeline.policy import PolicyConfig, load_policy
+from pipeline.recovery import RewindingTransport
 from pipeline.windows import WindowSpec
 
 settings = get_settings()
 log = logging.getLogger("aiops.state")
 
-app = faust.App(
+
+class SentryApp(faust.App):
+    """Faust's app, consuming through :class:`pipeline.recovery.RewindingTransport`."""
+
+    def _new_transport(self) -> RewindingTransport:
+        return RewindingTransport(self.conf.broker_consumer, self)
+
+
+app = SentryApp(
     settings.app_id,
     broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
     store="memory://",
