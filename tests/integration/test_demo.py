@@ -67,7 +67,15 @@ def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes
     }
     command = [sys.executable, "-m", "pipeline.cli", "demo", "--kafka-port", str(kafka_port)]
     started = time.monotonic()
-    demo = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
     output = Output(demo)
     worker_pid = None
     try:
@@ -92,13 +100,20 @@ def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes
         demo.send_signal(signal.SIGINT)  # Ctrl-C
         try:
             demo.wait(90)
-        finally:
-            demo.kill()
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)  # the demo with its worker and gateway
+            raise
     assert demo.returncode == 0, output.text()
     assert not Path(f"/proc/{worker_pid}").exists(), "Ctrl-C left the worker running"
     for port in (kafka_port, gateway_port):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"Ctrl-C left something listening on {port}"
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Ctrl-C reaches the demo as in a terminal even when the tests run in a background job, whose
+    children inherit an ignored SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def restart_from_the_page(page, service: str) -> None:
