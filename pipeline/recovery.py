@@ -26,6 +26,11 @@ from faust.types import TP
 
 
 class RewindingConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, whose seek back also rewinds never-committed stream partitions.
+
+    Changelog partitions are left alone: table recovery seeks them itself.
+    """
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
         if self.app.conf.consumer_auto_offset_reset == "earliest":
