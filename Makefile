@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 kafka-jars: $(STAMP)
-	$(BIN)/python -m connectors.kafka_local --fetch-only
+	$(BIN)/python -m aiops.kafka_local --fetch-only
 
 clean:
 	rm -rf $(VENV) .aiops build *.egg-info

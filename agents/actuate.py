@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from agents._emit import decode_or_dead_letter, send_delivered
 from connectors.actions import ActionExecutor
 from connectors.errors import ActionError
-from pipeline import topics
 from pipeline.actuation import ActuatorState, handle_decision, handle_request, result_for
-from pipeline.app import action_results_topic, actuator_inbox, actuator_states, app, policy_config, settings
+from pipeline.config import Settings
 from schemas import ActionDecision, ActionRequest, ActionResult, ActionStatus
+from schemas.topics import ACTION_RESULTS
+
+if TYPE_CHECKING:
+    from agents.runtime.app import Runtime
+    from agents.topology import Stage
 
 log = logging.getLogger("aiops.agents.actuate")
 
@@ -20,60 +24,61 @@ STATE_KEY = "actuator"
 """One key: requests and approvals have one partition each, so cooldowns and the breaker are global."""
 
 
-def _gke():
-    from connectors.gke import GkeConnector
+def new_executor(settings: Settings) -> ActionExecutor:
+    """The executor of the settings' targets; each connector is made on its first action."""
 
-    return GkeConnector(str(settings.kubeconfig) if settings.kubeconfig else None)
+    def gke():
+        from connectors.gke import GkeConnector
 
+        return GkeConnector(str(settings.kubeconfig) if settings.kubeconfig else None)
 
-def _cloud_run():
-    from connectors.cloudrun import CloudRunConnector
+    def cloud_run():
+        from connectors.cloudrun import CloudRunConnector
 
-    return CloudRunConnector(
-        api_endpoint=settings.cloud_run_endpoint, operation_timeout=settings.action_timeout_seconds
-    )
-
-
-executor = ActionExecutor(_gke, _cloud_run, max_attempts=settings.action_attempts)
-
-
-@app.agent(actuator_inbox)
-async def actuate(stream):
-    async for event in stream.events():
-        is_decision = event.message.topic == topics.ACTION_APPROVALS.name
-        message = await decode_or_dead_letter(event, ActionDecision if is_decision else ActionRequest)
-        if message is None:
-            continue
-        log.info(
-            "actuator input",
-            extra={"offset": event.message.offset, "action_id": message.action_id, "decision": is_decision},
+        return CloudRunConnector(
+            api_endpoint=settings.cloud_run_endpoint, operation_timeout=settings.action_timeout_seconds
         )
-        state = actuator_states.get(STATE_KEY) or ActuatorState()
-        now = datetime.now(UTC)
-        handle = handle_decision if is_decision else handle_request
-        step = handle(policy_config.guardrails, state, message, int(now.timestamp() * 1000))
-        if step.run is not None:
-            # The intent is durable before anything touches the target: after a crash the
-            # request is redelivered, recognised, and never run a second time.
-            await actuator_states.write({STATE_KEY: state})
-        await _publish(step.results)
-        if step.run is not None:
-            outcome = await carry_out(step.run, now)
-            state.record(step.run.action_id, outcome.status)
-            await _publish([outcome])
-        await actuator_states.write({STATE_KEY: state})
+
+    return ActionExecutor(gke, cloud_run, max_attempts=settings.action_attempts)
 
 
-async def carry_out(request: ActionRequest, now: datetime) -> ActionResult:
-    if not settings.actions_execute:
-        return result_for(request, ActionStatus.DRY_RUN, f"dry run: would {executor.describe(request)}")
-    ceiling = policy_config.guardrails.max_replicas
-    try:
-        details = await asyncio.to_thread(executor.execute, request, at=now, replica_ceiling=ceiling)
-    except ActionError as err:
-        return result_for(request, ActionStatus.FAILED, err.message, {"retryable": err.retryable})
-    return result_for(request, ActionStatus.SUCCESS, executor.describe(request), details)
+def attach(rt: Runtime, stage: Stage) -> None:
+    [states] = (rt.table(spec) for spec in stage.state)
+    executor, guardrails, execute = new_executor(rt.settings), rt.policy.guardrails, rt.settings.actions_execute
 
+    async def carry_out(request: ActionRequest, now: datetime) -> ActionResult:
+        if not execute:
+            return result_for(request, ActionStatus.DRY_RUN, f"dry run: would {executor.describe(request)}")
+        try:
+            details = await asyncio.to_thread(
+                executor.execute, request, at=now, replica_ceiling=guardrails.max_replicas
+            )
+        except ActionError as err:
+            return result_for(request, ActionStatus.FAILED, err.message, {"retryable": err.retryable})
+        return result_for(request, ActionStatus.SUCCESS, executor.describe(request), details)
 
-async def _publish(results: list[ActionResult]) -> None:
-    await send_delivered(action_results_topic, results)
+    @rt.app.agent(rt.source(*stage.reads), name=stage.name)
+    async def actuate(stream):
+        async for event in stream.events():
+            message = await rt.emit.decode(event.message)
+            if message is None:
+                continue
+            is_decision = isinstance(message, ActionDecision)
+            log.info(
+                "actuator input",
+                extra={"offset": event.message.offset, "action_id": message.action_id, "decision": is_decision},
+            )
+            state = states.get(STATE_KEY) or ActuatorState()
+            now = datetime.now(UTC)
+            handle = handle_decision if is_decision else handle_request
+            step = handle(guardrails, state, message, int(now.timestamp() * 1000))
+            if step.run is not None:
+                # The intent is durable before anything touches the target: after a crash the
+                # request is redelivered, recognised, and never run a second time.
+                await states.write({STATE_KEY: state})
+            await rt.emit.send_delivered(ACTION_RESULTS, step.results)
+            if step.run is not None:
+                outcome = await carry_out(step.run, now)
+                state.record(step.run.action_id, outcome.status)
+                await rt.emit.send_delivered(ACTION_RESULTS, [outcome])
+            await states.write({STATE_KEY: state})

@@ -4,74 +4,69 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from faust.types import EventT
 
-from agents._emit import ORIGIN_HEADER, dead_letter, decode_or_dead_letter, send_delivered
-from pipeline.app import (
-    anomalies_topic,
-    app,
-    detection_settings,
-    detection_states,
-    metric_samples_topic,
-    service_health_topic,
-    settings,
-    window_spec,
-    window_states,
-    windows_topic,
-)
-from pipeline.service_state import STEP_SAMPLES, SampleBatch
+from agents.runtime.emit import ORIGIN_HEADER
+from pipeline.service_state import DETECT_STEP_SAMPLES, SampleBatch
 from pipeline.windows import Origin, runs_from_header
 from schemas import SampleColumns
+from schemas.topics import ANOMALIES, SERVICE_HEALTH, WINDOWS
+
+if TYPE_CHECKING:
+    from agents.runtime.app import Runtime
+    from agents.topology import Stage
 
 
-@app.agent(metric_samples_topic)
-async def detect(stream):
-    async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
+def attach(rt: Runtime, stage: Stage) -> None:
+    window_states, detection_states = (rt.table(spec) for spec in stage.state)
+    emit, settings = rt.emit, rt.settings
+
+    def new_batch() -> SampleBatch:
+        return SampleBatch(window_states.get, detection_states.get, rt.window_spec, rt.detection)
+
+    async def apply(batch: SampleBatch, event: EventT, samples: SampleColumns) -> None:
+        message, header = event.message, event.headers.get(ORIGIN_HEADER)
         try:
-            batch = _new_batch()
-            for event in events:
-                samples = await decode_or_dead_letter(event, SampleColumns)
-                if samples is not None:
-                    found = len(batch.anomalies)
-                    await _apply(batch, event, samples)
-                    # Anomalies leave as soon as they are found, not with the rest of the batch: they
-                    # are what someone is waiting for. Like the rest, they are out before states are saved.
-                    await send_delivered(anomalies_topic, batch.anomalies[found:])
-                if batch.samples >= STEP_SAMPLES:
-                    await _emit(batch)
-                    batch = _new_batch()
-            await _emit(batch)
-        except BaseException:
-            # The kept states may hold samples whose output was never sent: read them afresh.
-            window_states.forget()
-            detection_states.forget()
-            raise
+            runs = (
+                runs_from_header(header)
+                if header
+                else [(Origin.of(message.topic, message.partition, message.offset), len(samples))]
+            )
+            batch.add(samples, runs)
+        except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
+            # An exception here would crash the agent after Faust had acknowledged the batch:
+            # the record goes to the dead-letter topic instead, with the reason, to be replayed.
+            await emit.dead_letter(message, event.value or b"", f"detection failed: {err!r}"[:1000])
 
-
-def _new_batch() -> SampleBatch:
-    return SampleBatch(window_states.get, detection_states.get, window_spec, detection_settings)
-
-
-async def _apply(batch: SampleBatch, event: EventT, samples: SampleColumns) -> None:
-    message, header = event.message, event.headers.get(ORIGIN_HEADER)
-    try:
-        runs = (
-            runs_from_header(header)
-            if header
-            else [(Origin.of(message.topic, message.partition, message.offset), len(samples))]
+    async def flush(batch: SampleBatch) -> None:
+        await asyncio.gather(
+            emit.send_delivered(WINDOWS, batch.windows),
+            emit.send_delivered(SERVICE_HEALTH, batch.health),
         )
-        batch.add(samples, runs)
-    except Exception as err:  # noqa: BLE001 - a bug on one record must not cost the batch
-        # An exception here would crash the agent after Faust had acknowledged the batch:
-        # the record goes to the dead-letter topic instead, with the reason, to be replayed.
-        await dead_letter(event, event.value or b"", f"detection failed: {err!r}"[:1000])
+        await detection_states.write(batch.detections)
+        await window_states.write(batch.window_states)
 
-
-async def _emit(batch: SampleBatch) -> None:
-    await asyncio.gather(
-        send_delivered(windows_topic, batch.windows),
-        send_delivered(service_health_topic, batch.health),
-    )
-    await detection_states.write(batch.detections)
-    await window_states.write(batch.window_states)
+    @rt.app.agent(rt.source(*stage.reads), name=stage.name)
+    async def detect(stream):
+        async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_seconds):
+            try:
+                batch = new_batch()
+                for event in events:
+                    samples = await emit.decode(event.message)
+                    if samples is not None:
+                        found = len(batch.anomalies)
+                        await apply(batch, event, samples)
+                        # Anomalies leave as soon as they are found, not with the rest of the batch: they
+                        # are what someone is waiting for. Like the rest, they are out before states are saved.
+                        await emit.send_delivered(ANOMALIES, batch.anomalies[found:])
+                    if batch.samples >= DETECT_STEP_SAMPLES:
+                        await flush(batch)
+                        batch = new_batch()
+                await flush(batch)
+            except BaseException:
+                # The kept states may hold samples whose output was never sent: read them afresh.
+                window_states.forget()
+                detection_states.forget()
+                raise

@@ -9,47 +9,60 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import ConsumerRecord
 
-from agents._consumer import BatchConsumer, dead_letter
-from agents._emit import ORIGIN_HEADER, send
-from pipeline import topics
-from pipeline.app import app, metric_samples_topic, settings
-from pipeline.ingest import STEP_SAMPLES, SampleRouter, parse_metrics_record
+from agents.runtime.consumer import BatchConsumer
+from agents.runtime.emit import ORIGIN_HEADER
+from pipeline.ingest import INGEST_STEP_SAMPLES, SampleRouter, parse_metrics_record
 from pipeline.windows import Origin, runs_header
 from schemas import SampleColumns, encode
+from schemas.topics import METRIC_SAMPLES
+
+if TYPE_CHECKING:
+    from agents.runtime.app import Runtime
+    from agents.topology import Stage
 
 
-@app.service
 class Ingest(BatchConsumer):
-    stage = "ingest"
-    source_topics = (topics.METRICS.name,)
     fills_batches = False
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
-        partitions = topics.METRIC_SAMPLES.partitions(settings)
+        partitions = METRIC_SAMPLES.partitions(self.settings)
         router, pending = SampleRouter(partitions), []
         for record in records:
             result = parse_metrics_record(record.value)
             router.add(result, Origin.of(record.topic, record.partition, record.offset))
             for rejection in result.rejected:
-                await dead_letter(record, rejection.payload, rejection.reason)
-            if router.samples >= STEP_SAMPLES:
-                pending += await _send(router)
+                await self.emit.dead_letter(record, rejection.payload, rejection.reason)
+            if router.samples >= INGEST_STEP_SAMPLES:
+                pending += await self._send(router)
                 router = SampleRouter(partitions)
-        pending += await _send(router)
+        pending += await self._send(router)
         await asyncio.gather(*pending)
 
+    async def _send(self, router: SampleRouter) -> list[Awaitable[Any]]:
+        return [
+            await self.emit.send(
+                METRIC_SAMPLES,
+                encode(SampleColumns.of(record.samples)),
+                partition=partition,
+                headers={ORIGIN_HEADER: runs_header(record.runs)},
+            )
+            for partition, record in router.records
+        ]
 
-async def _send(router: SampleRouter) -> list[Awaitable[Any]]:
-    return [
-        await send(
-            metric_samples_topic,
-            encode(SampleColumns.of(record.samples)),
-            partition=partition,
-            headers={ORIGIN_HEADER: runs_header(record.runs)},
+
+def attach(rt: Runtime, stage: Stage) -> None:
+    settings = rt.settings
+    rt.app.service(
+        Ingest(
+            stage.name,
+            stage.reads,
+            settings,
+            rt.emit,
+            max_records=settings.batch_max_records,
+            max_seconds=settings.batch_max_seconds,
         )
-        for partition, record in router.records
-    ]
+    )

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from agents._emit import decode_or_dead_letter, send_delivered
-from pipeline.app import action_requests_topic, action_results_topic, anomalies_topic, app, policy_config, policy_states
+from typing import TYPE_CHECKING
+
 from pipeline.policy import PolicyState, decide
-from schemas import ActionRequest, Anomaly
+from schemas import ActionRequest
+from schemas.topics import ACTION_REQUESTS, ACTION_RESULTS
+
+if TYPE_CHECKING:
+    from agents.runtime.app import Runtime
+    from agents.topology import Stage
 
 STATE_KEY = "policy"
 """One key: the anomalies topic has one partition, so incidents and the breaker are global."""
 
 
-@app.agent(anomalies_topic)
-async def plan_actions(stream):
-    async for event in stream.events():
-        anomaly = await decode_or_dead_letter(event, Anomaly)
-        if anomaly is None:
-            continue
-        state = policy_states.get(STATE_KEY) or PolicyState()
-        for decision in decide(policy_config, state, anomaly, offset=event.message.offset):
-            topic = action_requests_topic if isinstance(decision, ActionRequest) else action_results_topic
-            await send_delivered(topic, [decision])
-        await policy_states.write({STATE_KEY: state})
+def attach(rt: Runtime, stage: Stage) -> None:
+    [states] = (rt.table(spec) for spec in stage.state)
+
+    @rt.app.agent(rt.source(*stage.reads), name=stage.name)
+    async def plan_actions(stream):
+        async for event in stream.events():
+            anomaly = await rt.emit.decode(event.message)
+            if anomaly is None:
+                continue
+            state = states.get(STATE_KEY) or PolicyState()
+            for decision in decide(rt.policy, state, anomaly, offset=event.message.offset):
+                topic = ACTION_REQUESTS if isinstance(decision, ActionRequest) else ACTION_RESULTS
+                await rt.emit.send_delivered(topic, [decision])
+            await states.write({STATE_KEY: state})

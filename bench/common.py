@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from pipeline import topics
+from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings
 
 
@@ -38,10 +38,10 @@ async def broker() -> AsyncIterator[str]:
     with contextlib.ExitStack() as stack:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
         if not bootstrap:
-            from connectors.kafka_local import LocalKafka
+            from aiops.kafka_local import LocalKafka
 
             bootstrap = stack.enter_context(LocalKafka()).bootstrap
-        await topics.ensure_topics(Settings(kafka_bootstrap=bootstrap))
+        await ensure_topics(Settings(kafka_bootstrap=bootstrap))
         yield bootstrap
 
 
@@ -74,7 +74,7 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
 def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """One `aiops worker` subprocess, stopped (SIGTERM, then SIGKILL) when the block ends, also on error."""
     with log_path.open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
+        worker = subprocess.Popen([sys.executable, "-m", "aiops.cli", "worker"], env=env, stdout=log, stderr=log)
         try:
             yield worker
         finally:

@@ -73,13 +73,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from aiops.kafka_local import LocalKafka, free_port
+from aiops.producer import MetricsProducer
 from bench.common import machine
-from connectors.kafka_local import LocalKafka, free_port
-from pipeline import topics
+from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings
-from pipeline.producer import MetricsProducer
 from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history
-from schemas import STANDARD_METRICS, ActionRequest, ActionResult, Anomaly, WindowAggregate, decode
+from schemas import STANDARD_METRICS, ActionRequest, ActionResult, Anomaly, WindowAggregate, decode, topics
 from tests.fakes.kube_api import FakeKubeApi
 from tests.support import LEARNING_SECONDS, Worker, read_all, wait_until_drained
 
@@ -249,7 +249,7 @@ class Run:
     async def execute(self) -> dict:
         bootstrap = await asyncio.to_thread(self.kafka.start)
         print(f"broker {bootstrap}, data {self.kafka.data_dir}", flush=True)
-        await topics.ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_partitions=3))
+        await ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_partitions=3))
         self.kube.start()
         for service in self.services:
             self.kube.add_deployment(NAMESPACE, service, replicas=2)

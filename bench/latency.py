@@ -61,12 +61,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from aiops.producer import MetricsProducer
 from bench.common import broker, cpu_seconds, machine, running_worker, worker_env
-from pipeline import topics
 from pipeline.config import Settings
-from pipeline.producer import MetricsProducer
 from pipeline.windows import percentile
-from schemas import STANDARD_METRICS, Anomaly, MetricSample, WindowAggregate, decode
+from schemas import STANDARD_METRICS, Anomaly, MetricSample, WindowAggregate, decode, topics
 from tests.support import reading_group, stream_groups, wait_for_members, wait_until_drained
 
 TICK_SECONDS = 0.1

@@ -47,6 +47,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from aiops.producer import MetricsProducer
 from bench.common import broker, machine, running_worker, worker_env
 from bench.latency import (
     DEFAULT_AGENTS,
@@ -60,7 +61,6 @@ from bench.latency import (
     until_workers_ready,
 )
 from pipeline.config import Settings
-from pipeline.producer import MetricsProducer
 from schemas import STANDARD_METRICS, MetricSample
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)

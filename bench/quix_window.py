@@ -134,8 +134,8 @@ def run_quix_window_mean(
     pipeline's lateness; a larger one takes in a replay's stragglers.
     """
     from bench.common import cpu_seconds, stop
-    from pipeline.topics import METRICS
     from pipeline.windows import WindowSpec
+    from schemas.topics import METRICS
 
     spec = WindowSpec()
     group = f"bench-quix-{uuid.uuid4().hex[:6]}"
@@ -198,16 +198,16 @@ class _SettleWatch(threading.Thread):
 
 
 async def main(args: argparse.Namespace) -> None:
+    from aiops.kafka_local import LocalKafka
     from bench.common import machine
     from bench.throughput import publish
-    from connectors.kafka_local import LocalKafka
-    from pipeline import topics
+    from connectors.kafka_admin import ensure_topics
     from pipeline.config import Settings
     from pipeline.windows import WindowSpec
     from schemas import STANDARD_METRICS
 
     with LocalKafka() as kafka, tempfile.TemporaryDirectory(prefix="aiops-bench-quix-") as workdir:
-        await topics.ensure_topics(Settings(kafka_bootstrap=kafka.bootstrap))
+        await ensure_topics(Settings(kafka_bootstrap=kafka.bootstrap))
         sent = await publish(kafka.bootstrap, args.samples, args.services, args.batch)
         run = functools.partial(run_quix_window_mean, kafka.bootstrap, sent, Path(workdir), args.grace_ms)
         seconds, cpu, counted = await asyncio.to_thread(run)

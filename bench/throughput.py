@@ -24,10 +24,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from agents.runtime.consumer import stage_group
 from bench.common import broker, cpu_seconds, machine, running_worker, worker_env
-from pipeline import topics
 from pipeline.ingest import parse_metrics_record
-from schemas import STANDARD_METRICS, MetricBatch, MetricSample, encode
+from schemas import STANDARD_METRICS, MetricBatch, MetricSample, encode, topics
 from tests.support import wait_for_members, wait_until_drained
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -91,7 +91,7 @@ async def pipeline(bootstrap: str, workdir: Path) -> tuple[float, float, float]:
     started = time.perf_counter()
     with running_worker(env, workdir / "worker.log") as worker:
         # Timed from when ingest may start: the detect stage's group settles a little later.
-        await wait_for_members(bootstrap, topics.stage_group(app_id, "ingest"), 1, timeout=300)
+        await wait_for_members(bootstrap, stage_group(app_id, "ingest"), 1, timeout=300)
         ready, ready_cpu = time.perf_counter(), cpu_seconds(worker.pid)
         stages = [topics.METRICS.name, topics.METRIC_SAMPLES.name]
         await wait_until_drained(bootstrap, app_id, stages, timeout=3600)

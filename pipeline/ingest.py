@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import pydantic_core
 from pydantic import ValidationError
 
-from pipeline.topics import partition_for
+from pipeline.routing import partition_for
 from pipeline.windows import Origin, OriginRuns
 from schemas import MetricBatch, MetricSample
 from schemas.codec import describe
 
-STEP_SAMPLES = 20_000
+INGEST_STEP_SAMPLES = 20_000
 """Samples ingest handles before it sends them on and takes more of its batch: a worker catching
 up on a backlog of big records would otherwise hold a whole batch of them as objects."""
 

@@ -20,9 +20,9 @@ from pipeline.detection import DetectionSettings, ServiceDetection
 from pipeline.windows import OriginRuns, Series, SeriesWindows, ServiceWindows, WindowSpec, add_sample
 from schemas import Anomaly, HealthStatus, SampleColumns, ServiceHealth, WindowAggregate
 
-STEP_SAMPLES = 100_000
+DETECT_STEP_SAMPLES = 100_000
 """Samples the detect stage applies before it sends their output, saves states and takes more of
-its batch: a worker catching up on a backlog holds that many at most, in columns (about 10 MB),
+its batch: a worker catching up on a backlog holds that many at most, in columns,
 and rewrites the models of a judged service once per step rather than once per few windows."""
 
 

@@ -10,16 +10,19 @@ becomes a column (added, never dropped, by each backend) without being declared 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from types import UnionType
-from typing import Any, Protocol, Union, get_args, get_origin, runtime_checkable
+from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from schemas import ActionResult, Anomaly, MetricSample
 from schemas.codec import describe
@@ -43,7 +46,12 @@ __all__ = [
     "metric_event_id",
     "metric_rows",
     "model_columns",
+    "write_batch",
 ]
+
+log = logging.getLogger("aiops.store")
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -265,3 +273,42 @@ ACTIONS = TableLayout(
 (the outcome text, i.e. ``message``) keep the seed's column names readable for the seed's queries."""
 
 LAYOUTS: tuple[TableLayout, ...] = (METRICS_RAW, ANOMALIES, ACTIONS)
+
+
+MAX_BACKOFF_SECONDS = 30.0
+
+
+async def write_batch(
+    write: Callable[[Sequence[T]], int],
+    entries: Sequence[tuple[R, T]],
+    refuse: Callable[[R, str], Awaitable[None]],
+) -> None:
+    """Write the items of ``entries`` in one call, off the event loop.
+
+    A busy store (a retryable :class:`StoreError`) is retried with backoff until it takes the
+    batch: the caller commits its offsets only after this returns, so nothing is skipped. On a
+    permanent error the batch is written item by item, and each item the store refuses is handed
+    to ``refuse`` with the reason (the sink dead-letters its record): one bad row costs itself,
+    not its batch.
+    """
+    items = [item for _, item in entries]
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(lambda err: isinstance(err, StoreError) and err.retryable),
+        wait=wait_exponential(multiplier=0.5, max=MAX_BACKOFF_SECONDS),
+        before_sleep=lambda state: log.warning(
+            "store busy, retrying", extra={"error": str(state.outcome.exception()), "attempt": state.attempt_number}
+        ),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                await asyncio.to_thread(write, items)
+        return
+    except StoreError:
+        pass
+    for source, item in entries:
+        try:
+            await asyncio.to_thread(write, [item])
+        except StoreError as err:
+            await refuse(source, f"store refused the record: {err.message}")

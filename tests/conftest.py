@@ -36,7 +36,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with container:
             yield container.get_bootstrap_server()
     else:
-        from connectors.kafka_local import LocalKafka
+        from aiops.kafka_local import LocalKafka
 
         with LocalKafka() as kafka:
             yield kafka.bootstrap

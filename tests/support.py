@@ -20,10 +20,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 
-from pipeline import topics
-from pipeline.producer import MetricsProducer
+from agents.runtime.consumer import stage_group
+from aiops.producer import MetricsProducer
 from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history
-from schemas import decode
+from schemas import decode, topics
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -50,7 +50,7 @@ class Worker:
         )
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "aiops.cli", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def alive(self) -> bool:
@@ -220,12 +220,12 @@ async def read_all(
 
 def stream_groups(app_id: str) -> list[str]:
     """The consumer groups of a worker of ``app_id`` that runs ingest and detect."""
-    return [topics.stage_group(app_id, "ingest"), app_id]
+    return [stage_group(app_id, "ingest"), app_id]
 
 
 def reading_group(app_id: str, topic: str) -> str:
     """The consumer group in which the pipeline of ``app_id`` reads ``topic`` for its stream."""
-    return topics.stage_group(app_id, "ingest") if topic == topics.METRICS.name else app_id
+    return stage_group(app_id, "ingest") if topic == topics.METRICS.name else app_id
 
 
 async def wait_until_drained(bootstrap: str, app_id: str, names: list[str], timeout: float = 120.0) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings
-from pipeline.topics import ensure_topics
 from tests.support import WorkerGroup
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from connectors.gke import RESTARTED_AT
-from pipeline import topics
-from schemas import ActionResult, ActionStatus, decode
+from schemas import ActionResult, ActionStatus, decode, topics
 from tests.fakes.kube_api import FakeKubeApi
 from tests.support import FleetRun, consume_until, produce
 

@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from pipeline import topics
-from schemas import MetricBatch, decode
+from schemas import MetricBatch, decode, topics
 from tests.support import consume_until, produce
 
 pytestmark = pytest.mark.integration
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.integration
 def aiops(bootstrap: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = os.environ | {"AIOPS_KAFKA_BOOTSTRAP": bootstrap, "AIOPS_TOPIC_PARTITIONS": "3"}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "aiops.cli", *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -58,7 +57,7 @@ async def test_tail_prints_events_of_one_service_as_json_lines(kafka_bootstrap):
 
     env = os.environ | {"AIOPS_KAFKA_BOOTSTRAP": kafka_bootstrap}
     tail = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "tail", "dlq", "--from-beginning", "--service", service],
+        [sys.executable, "-m", "aiops.cli", "tail", "dlq", "--from-beginning", "--service", service],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -75,7 +74,7 @@ async def test_tail_prints_events_of_one_service_as_json_lines(kafka_bootstrap):
 def test_worker_refuses_an_unknown_agent_and_names_the_known_ones(kafka_bootstrap):
     env = os.environ | {"AIOPS_KAFKA_BOOTSTRAP": kafka_bootstrap, "AIOPS_WORKER_AGENTS": "ingest,windoze"}
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "aiops.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2
     assert "windoze" in done.stderr and "ingest, detect, policy, actuate, sink" in done.stderr

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.server import BackgroundGateway
 from pipeline.config import Settings
-from pipeline.gateway.server import BackgroundGateway
 from tests.support import FleetRun
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.gateway.server import free_port
+from gateway.server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes
         "AIOPS_GATEWAY_PORT": str(gateway_port),
         "PYTHONUNBUFFERED": "1",
     }
-    command = [sys.executable, "-m", "pipeline.cli", "demo", "--kafka-port", str(kafka_port)]
+    command = [sys.executable, "-m", "aiops.cli", "demo", "--kafka-port", str(kafka_port)]
     started = time.monotonic()
     demo = subprocess.Popen(
         command,

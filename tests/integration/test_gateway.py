@@ -16,10 +16,9 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from pipeline import topics
+from gateway import create_app
+from gateway.server import BackgroundGateway, free_port
 from pipeline.config import Settings
-from pipeline.gateway import create_app
-from pipeline.gateway.server import BackgroundGateway, free_port
 from schemas import (
     ActionDecision,
     ActionRequest,
@@ -31,6 +30,7 @@ from schemas import (
     ServiceHealth,
     decode,
     encode,
+    topics,
 )
 from tests.support import consume_until, produce, read_all
 
@@ -297,7 +297,7 @@ async def test_without_tokens_reads_are_open_and_writes_refused(kafka_bootstrap)
 
 
 def test_token_settings_are_checked_at_start(tmp_path: Path):
-    from pipeline.gateway.auth import TokenConfigError
+    from gateway.auth import TokenConfigError
 
     with pytest.raises(TokenConfigError, match="role must be viewer or operator"):
         create_app(Settings(api_tokens="0123456789:admin"))

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from connectors.sqlite_store import SqliteStore
+from gateway.server import BackgroundGateway
 from pipeline.config import Settings
-from pipeline.gateway.server import BackgroundGateway
 from schemas import ActionResult, Anomaly, MetricSample
 
 pytestmark = pytest.mark.integration

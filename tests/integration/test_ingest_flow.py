@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from pipeline import topics
-from schemas import DeadLetter, MetricSample, SampleColumns, decode
+from pipeline.routing import partition_for
+from schemas import DeadLetter, MetricSample, SampleColumns, decode, topics
 from tests.support import consume_until, produce
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def test_worker_forwards_good_samples_once_and_dead_letters_bad_ones(kafka
         kafka_bootstrap, topics.METRIC_SAMPLES.name, lambda got: 999.0 in values(got), keep=lambda r: bool(ours(r))
     )
     assert values(forwarded) == [0.0, 1.0, 2.0, 3.0, 4.0, 100.0, 101.0, 102.0, 999.0], worker.output()
-    assert {r.partition for r in forwarded} == {topics.partition_for(key, 3)}, "the service's state lives there"
+    assert {r.partition for r in forwarded} == {partition_for(key, 3)}, "the service's state lives there"
 
     expected_letters = len(bad) + 1
     letters = await consume_until(

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipeline.kafka_batches import send_keyed
+from agents.runtime.producer import send_keyed
 from tests.support import new_topic, read_all
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connectors.kafka_local import LocalKafka, LocalKafkaError, free_port
+from aiops.kafka_local import LocalKafka, LocalKafkaError, free_port
 from tests.support import new_topic
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import topics
+from schemas import topics
 from tests.support import FleetRun, wait_until_drained
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from pipeline import topics
 from pipeline.simulator import IncidentKind
-from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, ServiceHealth, WindowAggregate, decode
+from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, ServiceHealth, WindowAggregate, decode, topics
 from tests.support import LEARNING_SECONDS, SECOND, T0, FleetRun, consume_until, wait_for_members, wait_until_drained
 
 pytestmark = pytest.mark.integration

@@ -78,7 +78,7 @@ def test_unknown_detector_fails_before_writing(tmp_path: Path):
 
 
 def test_cli_backtest_writes_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    from pipeline.cli import main
+    from aiops.cli import main
 
     write_series(tmp_path / "in" / "cat" / "s.csv", [float(i % 3) for i in range(40)])
     assert main(["backtest", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--detector", "robust_zscore"]) == 0

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.auth import Role, TokenConfigError, TokenTable
 from pipeline.config import Settings
-from pipeline.gateway.auth import Role, TokenConfigError, TokenTable
 
 
 def table(tokens: str = "", path: Path | None = None) -> TokenTable:

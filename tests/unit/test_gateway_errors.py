@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gateway import create_app
 from pipeline.config import Settings
-from pipeline.gateway import create_app
 
 OPERATOR = "unit-operator-token"
 

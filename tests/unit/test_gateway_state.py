@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline import topics
-from pipeline.gateway.state import LiveState
-from schemas import ActionRequest, ActionResult, Anomaly, ServiceHealth, encode
+from gateway.state import LiveState
+from schemas import ActionRequest, ActionResult, Anomaly, ServiceHealth, encode, topics
 
 NOW = datetime(2026, 1, 5, 10, tzinfo=UTC)
 

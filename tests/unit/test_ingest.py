@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.ingest import SampleRouter, parse_metrics_record
-from pipeline.topics import partition_for
+from pipeline.routing import partition_for
 from pipeline.windows import Origin
 
 SAMPLE = {"timestamp": "2026-01-05T10:00:00Z", "service_name": "payment-api", "metric_name": "cpu_usage", "value": 42.5}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.producer import BadLine, read_csv, read_json_lines
+from aiops.producer import BadLine, read_csv, read_json_lines
 
 
 def test_json_lines_take_samples_and_batches_and_report_bad_lines():

@@ -6,19 +6,25 @@ from types import SimpleNamespace
 
 import pytest
 
-from agents import sink
-from pipeline.store import StoreError
+from pipeline import store
+from pipeline.store import StoreError, write_batch
 
 
 @pytest.fixture
-def letters(monkeypatch) -> list[tuple[str, str]]:
-    sent: list[tuple[str, str]] = []
+def letters() -> list[tuple[str, str]]:
+    return []
 
-    async def dead_letter(record, payload: bytes, reason: str) -> None:
-        sent.append((record, reason))
 
-    monkeypatch.setattr(sink, "dead_letter", dead_letter)
-    return sent
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch) -> None:
+    monkeypatch.setattr(store, "MAX_BACKOFF_SECONDS", 0.01)
+
+
+def refuse_into(letters: list[tuple[str, str]]):
+    async def refuse(record, reason: str) -> None:
+        letters.append((record, reason))
+
+    return refuse
 
 
 async def test_a_refused_record_is_dead_lettered_and_the_others_are_stored(letters):
@@ -31,7 +37,9 @@ async def test_a_refused_record_is_dead_lettered_and_the_others_are_stored(lette
         return len(items)
 
     refused = SimpleNamespace(value=b"bad")
-    await sink._write(write, [(SimpleNamespace(value=b"ok-1"), "ok-1"), (refused, "bad"), (None, "ok-2")])
+    await write_batch(
+        write, [(SimpleNamespace(value=b"ok-1"), "ok-1"), (refused, "bad"), (None, "ok-2")], refuse_into(letters)
+    )
     assert stored == ["ok-1", "ok-2"]
     assert letters == [(refused, "store refused the record: row rejected: no such column")]
 
@@ -45,5 +53,5 @@ async def test_a_busy_store_is_retried_until_it_takes_the_whole_batch(letters):
             raise StoreError("database is locked", retryable=True)
         return len(items)
 
-    await sink._write(write, [(None, "a"), (None, "b")])
+    await write_batch(write, [(None, "a"), (None, "b")], refuse_into(letters))
     assert calls == [["a", "b"]] * 3 and letters == []

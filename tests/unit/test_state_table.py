@@ -5,14 +5,18 @@ from __future__ import annotations
 import itertools
 import pickle
 
-from pipeline import topics
-from pipeline.app import StateTable
+from agents.runtime.app import new_faust_app
+from agents.runtime.tables import StateTable, TableSpec
+from pipeline.config import Settings
+from schemas import topics
 
 _names = itertools.count()
 
 
 def table(*, keep_objects: bool) -> StateTable:
-    return StateTable(f"test-states-{next(_names)}", topics.METRIC_SAMPLES, keep_objects=keep_objects)
+    app = new_faust_app(Settings(app_id=f"test-app-{next(_names)}"))
+    spec = TableSpec(f"test-states-{next(_names)}", topics.METRIC_SAMPLES, keep_objects=keep_objects)
+    return StateTable(app, spec, partitions=3)
 
 
 async def test_a_kept_object_is_read_back_as_is_while_the_changelog_holds_what_was_written():

@@ -5,6 +5,6 @@ anomalies and the action log) and, for raw history, from an optional store; writ
 and are answered only once the broker acknowledged them.
 """
 
-from pipeline.gateway.app import create_app
+from gateway.app import create_app
 
 __all__ = ["create_app"]

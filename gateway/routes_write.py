@@ -15,19 +15,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from pydantic import ValidationError
 
-from pipeline import topics
-from pipeline.gateway import deps
-from pipeline.gateway.auth import Principal, require_operator
-from pipeline.gateway.bridge import KafkaBridge, KafkaUnavailable
-from pipeline.gateway.errors import validation_error
-from pipeline.gateway.models import (
+from gateway import deps
+from gateway.auth import Principal, require_operator
+from gateway.bridge import KafkaBridge, KafkaUnavailable
+from gateway.errors import validation_error
+from gateway.models import (
     AcceptedResponse,
     ActionCommandBase,
     DecisionBody,
     LogsAcceptedResponse,
     command_fields,
 )
-from pipeline.gateway.state import LiveState
+from gateway.state import LiveState
 from pipeline.policy import CloudRunTarget, GkeTarget, place
 from schemas import (
     ActionDecision,
@@ -39,6 +38,7 @@ from schemas import (
     MetricBatch,
     MetricSample,
     encode,
+    topics,
 )
 from schemas.actions import ActionId
 

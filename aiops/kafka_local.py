@@ -3,14 +3,14 @@
 Why a real broker: the pipeline's failure modes (partitioning, consumer-group rebalances,
 acks, offsets) live in Kafka itself, so fakes would hide them. Why not only Docker: many dev
 machines and CI runners have a JVM but no Docker daemon, so this runs Kafka's own jars,
-fetched once from Maven Central with ``connectors/kafka/pom.xml``, on the local JVM.
+fetched once from Maven Central with ``aiops/kafka/pom.xml``, on the local JVM.
 
     with LocalKafka() as kafka:
         produce_to(kafka.bootstrap)   # "127.0.0.1:<free port>"
 
 CLI (foreground until Ctrl-C / SIGTERM)::
 
-    python -m connectors.kafka_local [--port 9092] [--data-dir DIR] [--fetch-only]
+    python -m aiops.kafka_local [--port 9092] [--data-dir DIR] [--fetch-only]
 
 Needs ``java`` (17+) and, for the first fetch of a version, ``mvn``.
 """
@@ -518,7 +518,7 @@ class LocalKafka:
 def main(argv: list[str] | None = None) -> int:
     """Run a local broker in the foreground for development: Ctrl-C or SIGTERM stops it cleanly."""
     parser = argparse.ArgumentParser(
-        prog="python -m connectors.kafka_local",
+        prog="python -m aiops.kafka_local",
         description=f"Run a single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) on {_HOST}.",
     )
     parser.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from pipeline.gateway import deps
-from pipeline.gateway.auth import require_viewer
-from pipeline.gateway.models import (
+from gateway import deps
+from gateway.auth import require_viewer
+from gateway.models import (
     ActionHistoryResponse,
     ActionLogResponse,
     AnomaliesResponse,
@@ -21,7 +21,7 @@ from pipeline.gateway.models import (
     ServicesResponse,
     service_view,
 )
-from pipeline.gateway.state import LiveState
+from gateway.state import LiveState
 from pipeline.policy import CloudRunTarget, GkeTarget, placement
 
 log = logging.getLogger("aiops.gateway")

@@ -16,9 +16,10 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from pipeline import topics
+from connectors.kafka_admin import ensure_topics
+from gateway.state import LiveState
 from pipeline.config import Settings
-from pipeline.gateway.state import LiveState
+from schemas import topics
 
 log = logging.getLogger("aiops.gateway.kafka")
 
@@ -139,7 +140,7 @@ class KafkaBridge:
         backoff = 1.0
         while True:
             try:
-                await topics.ensure_topics(self.settings)
+                await ensure_topics(self.settings)
                 await self._follow()
             except asyncio.CancelledError:
                 raise

@@ -11,13 +11,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from gateway import errors, routes_live, routes_read, routes_write
+from gateway.auth import TokenTable
+from gateway.bridge import KafkaBridge
+from gateway.middleware import BodyLimit, CountRequests
+from gateway.state import LiveState
+from gateway.telemetry import RequestCounter
 from pipeline.config import Settings, get_settings
-from pipeline.gateway import errors, routes_live, routes_read, routes_write
-from pipeline.gateway.auth import TokenTable
-from pipeline.gateway.bridge import KafkaBridge
-from pipeline.gateway.middleware import BodyLimit, CountRequests
-from pipeline.gateway.state import LiveState
-from pipeline.gateway.telemetry import RequestCounter
 from pipeline.policy import load_policy
 
 log = logging.getLogger("aiops.gateway")
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
 
     ``store`` is any object with the :class:`pipeline.store.Store` methods; without one,
     ``GET /api/v1/metrics/recent`` answers 503. The caller owns it (the gateway never closes it).
-    Raises :class:`pipeline.gateway.auth.TokenConfigError` when the token settings cannot be parsed,
+    Raises :class:`gateway.auth.TokenConfigError` when the token settings cannot be parsed,
     and :class:`pipeline.policy.PolicyFileError` for a bad policy file (its catalog completes
     manual action requests).
     """

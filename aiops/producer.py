@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from pipeline.ingest import parse_metrics_record
-from pipeline.topics import METRICS
 from schemas import MetricBatch, MetricSample, encode
 from schemas.codec import describe
 from schemas.metrics import MAX_BATCH
+from schemas.topics import METRICS
 
 
 class MetricsProducer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from pipeline.gateway.state import LiveState
+from gateway.state import LiveState
 
 
 class RequestCounter:

@@ -19,11 +19,11 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipeline import topics
+from aiops.producer import MetricsProducer
+from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings
-from pipeline.producer import MetricsProducer
 from pipeline.simulator import WARM_HISTORY, Fleet, Incident, IncidentKind, publish_history, publish_live
-from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, ServiceHealth, decode
+from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, ServiceHealth, decode, topics
 
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
 INCIDENTS = (
@@ -42,13 +42,13 @@ def run_demo(settings: Settings, kafka_port: int) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as running:
         if "AIOPS_KAFKA_BOOTSTRAP" not in os.environ:
-            from connectors.kafka_local import LocalKafka
+            from aiops.kafka_local import LocalKafka
 
             broker = running.enter_context(LocalKafka(port=kafka_port))
             settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
         settings = settings.model_copy(update={"policy_file": settings.policy_file or DEMO_POLICY})
         print(f"kafka      {settings.kafka_bootstrap}", flush=True)
-        asyncio.run(topics.ensure_topics(settings))
+        asyncio.run(ensure_topics(settings))
         worker = _start("worker", settings)
         running.callback(_stop, worker)
         print(f"worker     pid {worker.pid}, log {settings.data_dir / 'demo-worker.log'}", flush=True)
@@ -74,7 +74,7 @@ def _start(command: str, settings: Settings) -> subprocess.Popen:
         "AIOPS_POLICY_FILE": str(settings.policy_file),
         "AIOPS_API_TOKENS": settings.api_tokens,
     }
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", command], env=env, stdout=log, stderr=log)
+    return subprocess.Popen([sys.executable, "-m", "aiops.cli", command], env=env, stdout=log, stderr=log)
 
 
 def _with_operator_token(settings: Settings) -> tuple[Settings, str | None]:
@@ -127,25 +127,21 @@ async def _watch(settings: Settings, start: datetime) -> None:
     try:
         async for record in consumer:
             since = f"+{(datetime.now(UTC) - start).total_seconds():5.0f}s"
-            if record.topic == topics.ANOMALIES.name:
-                a = decode(Anomaly, record.value)
-                print(
-                    f"{since} anomaly  {a.service_name} {a.metric_name} {a.severity.value} score {a.anomaly_score:.3f}"
-                    f" actual {a.actual_value:.1f} expected {a.expected_value:.1f}",
-                    flush=True,
-                )
-            elif record.topic == topics.SERVICE_HEALTH.name:
-                h = decode(ServiceHealth, record.value)
-                if status.get(h.service_name) != h.status.value:
+            match decode(topics.model_of(record.topic), record.value):
+                case Anomaly() as a:
+                    print(
+                        f"{since} anomaly  {a.service_name} {a.metric_name} {a.severity.value} "
+                        f"score {a.anomaly_score:.3f} actual {a.actual_value:.1f} expected {a.expected_value:.1f}",
+                        flush=True,
+                    )
+                case ServiceHealth() as h if status.get(h.service_name) != h.status.value:
                     status[h.service_name] = h.status.value
                     print(f"{since} health   {h.service_name} is {h.status.value}", flush=True)
-            elif record.topic == topics.ACTION_REQUESTS.name:
-                r = decode(ActionRequest, record.value)
-                print(f"{since} action   {r.action_type.value} {r.service_name} ({r.reason})", flush=True)
-            elif record.topic == topics.ACTION_RESULTS.name:
-                result = decode(ActionResult, record.value)
-                print(f"{since} result   {result.status.value} {result.service_name}: {result.message}", flush=True)
-            else:
-                print(f"{since} dead letter: {decode(DeadLetter, record.value).reason}", flush=True)
+                case ActionRequest() as r:
+                    print(f"{since} action   {r.action_type.value} {r.service_name} ({r.reason})", flush=True)
+                case ActionResult() as result:
+                    print(f"{since} result   {result.status.value} {result.service_name}: {result.message}", flush=True)
+                case DeadLetter() as letter:
+                    print(f"{since} dead letter: {letter.reason}", flush=True)
     finally:
         await consumer.stop()

@@ -1,9 +1,9 @@
 """Hand many keyed records to a Kafka producer a batch at a time instead of one call per record.
 
-``AIOKafkaProducer.send`` costs about 15 to 20 CPU µs a record (a future, the accumulator, and a
-wait for the sender whenever a partition's batch fills); the detect stage sends a record per
-closed window and per saved state, so that was a large share of its time. Records appended to
-a ``BatchBuilder`` cost about 3.
+``AIOKafkaProducer.send`` pays for a future, the accumulator and a wait for the sender whenever
+a partition's batch fills, on every record; the detect stage sends a record per closed window
+and per saved state. Records appended to a ``BatchBuilder`` cost a fraction of that
+(bench/README.md has the numbers).
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.topics import partition_for
+from pipeline.routing import partition_for
+
+
+def kafka_producer(app: Any) -> AIOKafkaProducer:
+    """The Faust app's aiokafka producer, once the app has started: Faust's wrapper around it
+    sends one record per call."""
+    return app.producer._ensure_producer()
 
 
 async def send_keyed(

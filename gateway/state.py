@@ -16,9 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline import topics
-from pipeline.gateway.models import ActionLogEntry, service_view
-from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, DecodeError, ServiceHealth, decode
+from gateway.models import ActionLogEntry, service_view
+from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, DecodeError, ServiceHealth, decode, topics
 
 log = logging.getLogger("aiops.gateway.state")
 
@@ -79,19 +78,24 @@ class LiveState:
     def apply(self, topic: str, value: bytes | None) -> None:
         """Take one record from ``topic``; a record that does not match its schema is logged and skipped."""
         self.events_seen[topic] += 1
+        spec = topics.BY_NAME[topic]
+        if value is None and spec.compacted:
+            return  # a tombstone: nothing to show
         try:
-            if topic == topics.SERVICE_HEALTH.name:
-                if value is not None:  # a tombstone: nothing to show
-                    self.apply_health(decode(ServiceHealth, value))
-            elif topic == topics.ANOMALIES.name:
-                self.apply_anomaly(decode(Anomaly, value or b""))
-            elif topic == topics.ACTION_REQUESTS.name:
-                self.apply_request(decode(ActionRequest, value or b""))
-            elif topic == topics.ACTION_RESULTS.name:
-                self.apply_result(decode(ActionResult, value or b""))
+            event = decode(spec.model, value or b"")
         except DecodeError as err:
             self.decode_errors[topic] += 1
             log.warning("skipped a record that does not match its schema", extra={"topic": topic, "reason": err.reason})
+            return
+        match event:
+            case ServiceHealth():
+                self.apply_health(event)
+            case Anomaly():
+                self.apply_anomaly(event)
+            case ActionRequest():
+                self.apply_request(event)
+            case ActionResult():
+                self.apply_result(event)
 
     def apply_health(self, health: ServiceHealth) -> None:
         previous = self.services.get(health.service_name)

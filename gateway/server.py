@@ -13,8 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from gateway.app import create_app
 from pipeline.config import Settings, get_settings
-from pipeline.gateway.app import create_app
 
 
 def serve(settings: Settings | None = None, store: Any | None = None) -> None:

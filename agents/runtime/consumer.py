@@ -13,63 +13,72 @@ import asyncio
 import contextlib
 import logging
 from abc import abstractmethod
-from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from mode import Service
-from pydantic import BaseModel
 
-from agents._emit import dead_letter_record
-from pipeline import topics
-from pipeline.app import settings
-from schemas import DecodeError, decode
+from agents.runtime.emit import Emitter
+from pipeline.config import Settings
+from schemas.topics import TopicSpec
 
 log = logging.getLogger("aiops.agents")
 
 Records = dict[TopicPartition, list[ConsumerRecord]]
-M = TypeVar("M", bound=BaseModel)
 
 RETRY_SECONDS = 1.0
 """Pause before reading a failed batch again (the broker down, say)."""
 
 
+def stage_group(app_id: str, stage: str) -> str:
+    """The consumer group of a stage that reads with a consumer of its own (ingest, sink); the
+    other stages read in the Faust app's group, ``app_id`` itself."""
+    return f"{app_id}-{stage}"
+
+
 class BatchConsumer(Service):
-    """Reads :attr:`source_topics` in the group ``<AIOPS_APP_ID>-<stage>`` in batches of at most
+    """Reads ``sources`` in the group ``<AIOPS_APP_ID>-<stage>`` in batches of at most
     ``max_records`` records or ``max_seconds`` of waiting, and hands each to :meth:`handle`."""
 
-    stage: str
-    source_topics: tuple[str, ...]
     fills_batches: bool = True
     """Whether a batch waits out ``max_seconds`` to fill up. Otherwise a batch is whatever has
     arrived by the time the last one is handled, and ``max_seconds`` only bounds the wait for a
     first record: a busy stage still takes big batches, an idle one adds no delay."""
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        stage: str,
+        sources: tuple[TopicSpec, ...],
+        settings: Settings,
+        emit: Emitter,
+        *,
+        max_records: int,
+        max_seconds: float,
+    ) -> None:
+        self.stage = stage
+        self.sources = sources
+        self.settings = settings
+        self.emit = emit
+        self.max_records = max_records
+        self.max_seconds = max_seconds
         self._consumer: AIOKafkaConsumer | None = None
-
-    @property
-    def max_records(self) -> int:
-        return settings.batch_max_records
-
-    @property
-    def max_seconds(self) -> float:
-        return settings.batch_max_seconds
+        super().__init__()
 
     @abstractmethod
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Handle a batch; offsets are committed when this returns."""
 
     async def on_start(self) -> None:
+        group = stage_group(self.settings.app_id, self.stage)
         self._consumer = AIOKafkaConsumer(
-            *self.source_topics,
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=topics.stage_group(settings.app_id, self.stage),
-            client_id=topics.stage_group(settings.app_id, self.stage),
+            *(topic.name for topic in self.sources),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=group,
+            client_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=int(settings.kafka_session_timeout_seconds * 1000),
-            heartbeat_interval_ms=int(settings.kafka_session_timeout_seconds * 1000 / 3),
+            session_timeout_ms=int(self.settings.kafka_session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(self.settings.kafka_session_timeout_seconds * 1000 / 3),
         )
         await self._consumer.start()
 
@@ -122,16 +131,3 @@ class BatchConsumer(Service):
             log.warning(
                 "commit failed; the batch will be handled again", extra={"stage": self.stage, "error": repr(err)[:300]}
             )
-
-
-async def dead_letter(record: ConsumerRecord, payload: bytes, reason: str) -> None:
-    await dead_letter_record(record.topic, record.partition, record.offset, record.key, payload, reason)
-
-
-async def decode_or_dead_letter(record: ConsumerRecord, model: type[M]) -> M | None:
-    """The record as ``model``, or None after it went to the dead-letter topic with the reason."""
-    try:
-        return decode(model, record.value or b"")
-    except DecodeError as err:
-        await dead_letter(record, record.value or b"", err.reason)
-        return None

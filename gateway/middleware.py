@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.gateway.telemetry import RequestCounter
+from gateway.telemetry import RequestCounter
 
 
 class BodyTooLarge(HTTPException):

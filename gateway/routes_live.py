@@ -12,14 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
-from pipeline.gateway import deps
-from pipeline.gateway.auth import require_viewer
-from pipeline.gateway.bridge import KafkaBridge
-from pipeline.gateway.models import HealthResponse
-from pipeline.gateway.state import LiveState
-from pipeline.gateway.telemetry import render
+from gateway import deps
+from gateway.auth import require_viewer
+from gateway.bridge import KafkaBridge
+from gateway.models import HealthResponse
+from gateway.state import LiveState
+from gateway.telemetry import render
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 HEARTBEAT_SECONDS = 15.0
 """A comment line this often keeps proxies from closing an idle stream and lets the client see it is alive."""
 

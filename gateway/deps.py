@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import Request
 
-from pipeline.gateway.bridge import KafkaBridge
-from pipeline.gateway.state import LiveState
+from gateway.bridge import KafkaBridge
+from gateway.state import LiveState
 from pipeline.policy import CloudRunTarget, GkeTarget
 
 

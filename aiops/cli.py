@@ -8,10 +8,11 @@ import gc
 import logging
 import sys
 
-from pipeline import topics
+from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings, get_settings
 from pipeline.logs import configure_logging, logging_config
 from pipeline.simulator import DEFAULT_SERVICES, WARM_HISTORY
+from schemas import topics
 
 
 class CommandError(Exception):
@@ -20,22 +21,21 @@ class CommandError(Exception):
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Faust worker with every agent; start more of them to scale out."""
+    from agents.topology import build_app
     from pipeline.policy import PolicyFileError
 
     settings = get_settings()
+    # Faust runs on the current event loop: give it a fresh one, made before anything binds to it.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        import agents
-        from pipeline.app import app
-
-        agents.register([name.strip() for name in settings.worker_agents.split(",") if name.strip()])
+        app = build_app(settings)
     except PolicyFileError as err:
         raise CommandError(f"bad policy file: {err}") from None
     except ValueError as err:
         raise CommandError(f"AIOPS_WORKER_AGENTS: {err}") from None
-    _ensure_topics(settings)
+    _ensure_topics(settings, loop)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Faust builds its own event loop from the current one: give it a fresh loop.
-    asyncio.set_event_loop(asyncio.new_event_loop())
 
     from faust.worker import Worker
 
@@ -57,12 +57,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ensure_topics(settings: Settings) -> list[str]:
-    """Create the missing topics (returns their names), or say what to do when Kafka is not there."""
+def _ensure_topics(settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> list[str]:
+    """Create the missing topics (returns their names), or say what to do when Kafka is not there.
+    On ``loop`` when given (the worker's, which must stay open), else on a loop of its own."""
     from aiokafka.errors import KafkaError
 
     try:
-        return asyncio.run(topics.ensure_topics(settings))
+        creating = ensure_topics(settings)
+        return loop.run_until_complete(creating) if loop else asyncio.run(creating)
     except KafkaError as err:
         raise CommandError(
             f"cannot reach Kafka at {settings.kafka_bootstrap} ({err}); set AIOPS_KAFKA_BOOTSTRAP "
@@ -73,8 +75,8 @@ def _ensure_topics(settings: Settings) -> list[str]:
 def cmd_gateway(args: argparse.Namespace) -> int:
     """Run the HTTP gateway and the operator dashboard (AIOPS_GATEWAY_HOST:AIOPS_GATEWAY_PORT)."""
     from connectors.stores import open_store
-    from pipeline.gateway.auth import TokenConfigError
-    from pipeline.gateway.server import serve
+    from gateway.auth import TokenConfigError
+    from gateway.server import serve
     from pipeline.policy import PolicyFileError
 
     settings = get_settings()
@@ -100,14 +102,14 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_kafka(args: argparse.Namespace) -> int:
     """Run the local development broker (Apache Kafka's own jars, KRaft) in the foreground."""
-    from connectors import kafka_local
+    from aiops import kafka_local
 
     return kafka_local.main(["--port", str(args.port)] + (["--data-dir", args.data_dir] if args.data_dir else []))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline locally on a simulated fleet with injected incidents, until Ctrl-C."""
-    from pipeline.demo import run_demo
+    from aiops.demo import run_demo
 
     configure_logging("WARNING", "text")  # the demo prints what the pipeline says; keep the rest quiet
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # retries while new topics elect leaders
@@ -118,7 +120,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Publish a simulated fleet to aiops.metrics: history first (warms the models), then live."""
     from datetime import UTC, datetime, timedelta
 
-    from pipeline.producer import MetricsProducer
+    from aiops.producer import MetricsProducer
     from pipeline.simulator import Fleet, Incident, publish_history, publish_live
 
     settings = get_settings()
@@ -149,7 +151,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Publish metric samples from JSON lines or CSV (a file, or - for stdin) to aiops.metrics."""
-    from pipeline.producer import BadLine, MetricsProducer, read_csv, read_json_lines
+    from aiops.producer import BadLine, MetricsProducer, read_csv, read_json_lines
 
     settings = get_settings()
     _ensure_topics(settings)
