@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     allowed_lateness_seconds: float = Field(
         5, ge=0, le=3600, description="How long after its end a window waits for late samples before it closes."
     )
-    detector: str = Field("ensemble_likelihood", description="The per-series detector (see pipeline/detectors.py).")
+    detector: str = Field("ensemble_likelihood", description="The per-series detector (see pipeline/detectors/).")
     warmup_windows: int = Field(30, ge=0, description="Windows a series must have seen before it can be anomalous.")
     anomaly_threshold: float = Field(
         0.93, gt=0, lt=1, description="Anomaly score from which a window is an anomaly (0.9 suits robust_zscore)."

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline.detection import SeriesModel, anomaly_id, build_anomaly, judge, severity_for
-from pipeline.detectors import RobustZScore, make_detector
+from pipeline.detectors import make_detector
+from pipeline.detectors.robust_zscore import RobustZScore
 from pipeline.health import ServiceSnapshot, threshold_status
 from schemas import HealthStatus, Severity, WindowAggregate
 

@@ -127,7 +127,7 @@ def _squash(z: float, scale: float) -> float:
     return 1.0 - math.exp(-((z / scale) ** 2))
 
 
-class NabEnsemble:
+class EnsembleLikelihood:
     """Deviation, novelty, volatility, seasonal and jump scorers behind a per-series anomaly likelihood."""
 
     name = "ensemble_likelihood"

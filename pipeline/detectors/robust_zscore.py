@@ -1,30 +1,10 @@
-"""Online anomaly detectors for one series of window values, with River's estimator shape.
-
-``score_one(x)`` says how unusual ``x`` is, in [0, 1], from what was learned so far;
-``learn_one(x)`` then takes it in. The pipeline always scores before it learns, so a score
-never depends on later data. Pick a detector by name with ``AIOPS_DETECTOR``.
-"""
+"""The robust z-score detector: distance from the rolling median, in rolling inter-quartile ranges."""
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 from river import stats
-
-from pipeline.detectors_nab import NabEnsemble
-
-
-class Detector(Protocol):
-    name: str
-
-    def score_one(self, x: float) -> float: ...
-
-    def learn_one(self, x: float) -> None: ...
-
-    def expected(self) -> float:
-        """The value the detector expected; shown next to the actual one in an anomaly."""
-        ...
 
 
 class RobustZScore:
@@ -69,13 +49,3 @@ class RobustZScore:
     def learn_one(self, x: float) -> None:
         self.median.update(x)
         self.iqr.update(x)
-
-
-DETECTORS: dict[str, type[Detector]] = {RobustZScore.name: RobustZScore, NabEnsemble.name: NabEnsemble}
-
-
-def make_detector(name: str) -> Detector:
-    try:
-        return DETECTORS[name]()
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None

@@ -9,9 +9,9 @@ import random
 import pytest
 
 from pipeline.detectors import DETECTORS, make_detector
-from pipeline.detectors_nab import NabEnsemble
+from pipeline.detectors.ensemble_likelihood import EnsembleLikelihood
 
-NAME = NabEnsemble.name
+NAME = EnsembleLikelihood.name
 
 
 def seasonal(n: int, seed: int = 1, period: int = 144) -> list[float]:
@@ -20,7 +20,7 @@ def seasonal(n: int, seed: int = 1, period: int = 144) -> list[float]:
     return [100 + 20 * math.sin(2 * math.pi * i / period) + rng.gauss(0, 2) for i in range(n)]
 
 
-def run(values: list[float], detector: NabEnsemble | None = None) -> list[float]:
+def run(values: list[float], detector: EnsembleLikelihood | None = None) -> list[float]:
     """Score then learn each value, with ``detector`` or a fresh one; the scores."""
     detector = make_detector(NAME) if detector is None else detector
     scores = []
@@ -30,7 +30,7 @@ def run(values: list[float], detector: NabEnsemble | None = None) -> list[float]
     return scores
 
 
-def round_trip_continues(detector: NabEnsemble, values: list[float], protocol: int = pickle.DEFAULT_PROTOCOL):
+def round_trip_continues(detector: EnsembleLikelihood, values: list[float], protocol: int = pickle.DEFAULT_PROTOCOL):
     """A pickled copy of ``detector``, once it has scored ``values`` exactly as the original did."""
     clone = pickle.loads(pickle.dumps(detector, protocol=protocol))
     for x in values:
@@ -41,7 +41,7 @@ def round_trip_continues(detector: NabEnsemble, values: list[float], protocol: i
 
 
 def test_registered_and_scores_in_unit_interval():
-    assert DETECTORS[NAME] is NabEnsemble
+    assert DETECTORS[NAME] is EnsembleLikelihood
     values = seasonal(1500) + [1e6, -1e6, 0.0, 1e-9] + seasonal(200, seed=2)
     scores = run(values)
     assert all(0.0 <= s <= 1.0 for s in scores)
@@ -64,7 +64,7 @@ def test_noise_is_quiet_and_a_spike_and_a_level_shift_are_loud():
     flat = [100 + rng.gauss(0, 2) for _ in range(1200)]
     assert max(run(flat)[300:]) < 0.9
     shifted = flat + [110 + rng.gauss(0, 2) for _ in range(3)]
-    assert max(run(shifted)[-3:]) >= NabEnsemble().alert_level
+    assert max(run(shifted)[-3:]) >= EnsembleLikelihood().alert_level
 
 
 def test_spikes_that_are_the_series_normal_life_do_not_page():
@@ -123,11 +123,11 @@ def test_a_rest_begun_by_a_new_high_does_not_hide_a_value_far_beyond_the_range()
     values = [*flat, max(flat) + 1, *(100 + rng.gauss(0, 2) for _ in range(5)), 124.0]  # 124: about 12 sd out
 
     def tail(**kwargs: float) -> list[float]:
-        return run(values, NabEnsemble(**kwargs))[1000:]
+        return run(values, EnsembleLikelihood(**kwargs))[1000:]
 
     scores = tail()
-    assert NabEnsemble().alert_level <= scores[0] < 0.9  # the mere new high starts a weak rest
-    assert scores[-1] >= 0.9 and scores[-1] < NabEnsemble().rest_break  # rule 1 alone lets it through
+    assert EnsembleLikelihood().alert_level <= scores[0] < 0.9  # the mere new high starts a weak rest
+    assert scores[-1] >= 0.9 and scores[-1] < EnsembleLikelihood().rest_break  # rule 1 alone lets it through
     assert tail(weak_rest=0.0)[-1] < 0.5  # damped without it
 
 
@@ -143,7 +143,7 @@ def test_a_mature_detector_pickles_small_and_continues_exactly():
 def test_a_small_table_prunes_identically_after_a_round_trip():
     rng = random.Random(6)
     values = [100 + 20 * math.sin(i / 23) + rng.gauss(0, 5) for i in range(3000)]
-    detector = NabEnsemble(table_size=256)
+    detector = EnsembleLikelihood(table_size=256)
     run(values[:1000], detector)
     clone = round_trip_continues(detector, values[1000:])
     assert 0 < len(clone.keys) <= 256 and list(clone.keys) == sorted(clone.keys)
@@ -151,7 +151,7 @@ def test_a_small_table_prunes_identically_after_a_round_trip():
 
 
 def test_a_count_outgrowing_its_width_is_kept_exactly():
-    detector = NabEnsemble()
+    detector = EnsembleLikelihood()
     for x in [1.0, 2.0, 3.0, 4.0]:
         detector.learn_one(x)
     key = detector.keys[0]
