@@ -53,7 +53,9 @@ class Admission(StrEnum):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class AdmissionDecision:
+    """What the guardrails say about a request, and why."""
+
     admission: Admission
     reason: str
 
@@ -74,25 +76,25 @@ class ActuatorState:
 
 def admit(
     guardrails: Guardrails, state: ActuatorState, request: ActionRequest, now_ms: int, *, approved: bool = False
-) -> Verdict:
+) -> AdmissionDecision:
     """Decide whether ``request`` may run now. An approved request skips only the approval step."""
     if request.action_id in state.outcomes and not (approved and request.action_id in state.awaiting_approval):
-        return Verdict(
+        return AdmissionDecision(
             Admission.DUPLICATE, f"action {request.action_id} was already handled ({state.outcomes[request.action_id]})"
         )
     age = (now_ms - request.requested_at.timestamp() * 1000) / 1000
     if age > guardrails.max_request_age_seconds and not approved:
         limit = guardrails.max_request_age_seconds
-        return Verdict(
+        return AdmissionDecision(
             Admission.REJECTED, f"expired: requested {age:.0f}s ago, more than max_request_age_seconds ({limit:.0f})"
         )
     if reason := _outside_limits(guardrails, request):
-        return Verdict(Admission.REJECTED, reason)
+        return AdmissionDecision(Admission.REJECTED, reason)
     if reason := state.budget.hold_back(guardrails, request.service_name, request.action_type.value, now_ms):
-        return Verdict(Admission.REJECTED, reason)
+        return AdmissionDecision(Admission.REJECTED, reason)
     if request.action_type in guardrails.approval_required and not approved:
-        return Verdict(Admission.NEEDS_APPROVAL, f"{request.action_type.value} needs an operator's approval")
-    return Verdict(Admission.GO, "within the guardrails")
+        return AdmissionDecision(Admission.NEEDS_APPROVAL, f"{request.action_type.value} needs an operator's approval")
+    return AdmissionDecision(Admission.GO, "within the guardrails")
 
 
 def mark_started(state: ActuatorState, request: ActionRequest, now_ms: int) -> None:
@@ -153,8 +155,8 @@ def result_for(
 
 
 def handle_request(guardrails: Guardrails, state: ActuatorState, request: ActionRequest, now_ms: int) -> Step:
-    verdict = admit(guardrails, state, request, now_ms)
-    match verdict.admission:
+    answer = admit(guardrails, state, request, now_ms)
+    match answer.admission:
         case Admission.GO:
             mark_started(state, request, now_ms)
             return Step([result_for(request, ActionStatus.IN_PROGRESS, "admitted by the guardrails")], run=request)
@@ -164,13 +166,13 @@ def handle_request(guardrails: Guardrails, state: ActuatorState, request: Action
             message = "interrupted: the actuator stopped while this action ran; check the target before asking again"
             return Step([result_for(request, ActionStatus.FAILED, message)])
         case Admission.DUPLICATE:
-            return Step([result_for(request, ActionStatus.DUPLICATE, verdict.reason)])
+            return Step([result_for(request, ActionStatus.DUPLICATE, answer.reason)])
         case Admission.NEEDS_APPROVAL:
             state.record(request.action_id, ActionStatus.PENDING)
             state.awaiting_approval[request.action_id] = request
-            return Step([result_for(request, ActionStatus.PENDING, f"waiting for approval: {verdict.reason}")])
+            return Step([result_for(request, ActionStatus.PENDING, f"waiting for approval: {answer.reason}")])
     state.record(request.action_id, ActionStatus.REJECTED)
-    return Step([result_for(request, ActionStatus.REJECTED, verdict.reason)])
+    return Step([result_for(request, ActionStatus.REJECTED, answer.reason)])
 
 
 def handle_decision(guardrails: Guardrails, state: ActuatorState, decision: ActionDecision, now_ms: int) -> Step:
@@ -182,12 +184,12 @@ def handle_decision(guardrails: Guardrails, state: ActuatorState, decision: Acti
         state.record(decision.action_id, ActionStatus.REJECTED)
         because = f": {decision.reason}" if decision.reason else ""
         return Step([result_for(request, ActionStatus.REJECTED, f"rejected by {decision.decided_by}{because}")])
-    verdict = admit(guardrails, state, request, now_ms, approved=True)
-    if verdict.admission is not Admission.GO:
+    answer = admit(guardrails, state, request, now_ms, approved=True)
+    if answer.admission is not Admission.GO:
         del state.awaiting_approval[decision.action_id]
         state.record(decision.action_id, ActionStatus.REJECTED)
         return Step(
-            [result_for(request, ActionStatus.REJECTED, f"approved by {decision.decided_by}, but {verdict.reason}")]
+            [result_for(request, ActionStatus.REJECTED, f"approved by {decision.decided_by}, but {answer.reason}")]
         )
     mark_started(state, request, now_ms)
     return Step([result_for(request, ActionStatus.IN_PROGRESS, f"approved by {decision.decided_by}")], run=request)
