@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.actuation import Guardrails, result_for
 from pipeline.budget import ActionBudget
-from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, Severity, TargetType
+from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, ReplicaChange, Severity, TargetType
 from schemas.codec import describe
 from schemas.common import MetricName, ServiceName
 
@@ -52,7 +52,9 @@ class CloudRunTarget(_Strict):
 Target = Annotated[GkeTarget | CloudRunTarget, Field(discriminator="type")]
 
 
-class Rule(_Strict):
+class Rule(ReplicaChange, _Strict):
+    """When to act and how; the replica fields are the request's (:class:`schemas.actions.ReplicaChange`)."""
+
     name: str = Field(min_length=1, max_length=128)
     metric: MetricName
     action: ActionType
@@ -62,17 +64,11 @@ class Rule(_Strict):
     """Only services of this kind; none means any."""
     services: list[ServiceName] | None = None
     """Only these services; none means every service in the catalog."""
-    replicas: int | None = Field(None, ge=0, le=1000)
-    min_replicas: int | None = Field(None, ge=0, le=1000)
-    max_replicas: int | None = Field(None, ge=0, le=1000)
-    scale_factor: float | None = Field(None, gt=0, le=10)
-    replica_cap: int | None = Field(None, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _scale_has_a_size(self) -> Rule:
-        sizes = (self.replicas, self.min_replicas, self.max_replicas, self.scale_factor)
-        if self.action is ActionType.SCALE_DEPLOYMENT and all(size is None for size in sizes):
-            raise ValueError(f"rule {self.name!r}: scale_deployment needs replicas, min/max_replicas or scale_factor")
+        if missing := self._missing_size(self.action):
+            raise ValueError(f"rule {self.name!r}: {missing}")
         return self
 
     def matches(self, anomaly: Anomaly, target: GkeTarget | CloudRunTarget) -> bool:
@@ -208,17 +204,13 @@ def _request(rule: Rule, target: GkeTarget | CloudRunTarget, anomaly: Anomaly, i
         action_type=rule.action,
         service_name=anomaly.service_name,
         target_type=target.type,
-        replicas=rule.replicas,
-        min_replicas=rule.min_replicas,
-        max_replicas=rule.max_replicas,
-        scale_factor=rule.scale_factor,
-        replica_cap=rule.replica_cap,
         reason=(
             f"rule {rule.name}: {anomaly.metric_name} {anomaly.severity.value} for {incident.streak} window(s), "
             f"actual {anomaly.actual_value:g} vs expected {anomaly.expected_value:g}"
         ),
         triggered_by=f"policy:{rule.name}",
         anomaly_id=anomaly.id,
+        **rule.model_dump(include=set(ReplicaChange.model_fields)),
         **placement(target),
     )
 

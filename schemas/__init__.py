@@ -3,7 +3,15 @@
 Every event carries ``schema_version``; every topic uses :mod:`schemas.codec`.
 """
 
-from schemas.actions import ActionDecision, ActionRequest, ActionResult, ActionStatus, ActionType, TargetType
+from schemas.actions import (
+    ActionDecision,
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    ActionType,
+    ReplicaChange,
+    TargetType,
+)
 from schemas.anomalies import Anomaly, Severity
 from schemas.codec import DecodeError, decode, encode
 from schemas.common import Event
@@ -30,6 +38,7 @@ __all__ = [
     "LogRecord",
     "MetricBatch",
     "MetricSample",
+    "ReplicaChange",
     "SampleColumns",
     "ServiceHealth",
     "Severity",

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import uuid4
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from schemas.common import CaseInsensitive, Event, ServiceName, ShortText, UtcDatetime, utc_now
 
@@ -53,7 +53,26 @@ class ActionStatus(StrEnum):
     DUPLICATE = "duplicate"
 
 
-class ActionRequest(Event):
+class ReplicaChange(BaseModel):
+    """How far a ``scale_deployment`` goes: the fields a request and the policy rule that makes one share."""
+
+    replicas: Replicas | None = None
+    min_replicas: Replicas | None = None
+    max_replicas: Replicas | None = None
+    scale_factor: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] | None = None
+    """Relative scaling: multiply the current maximum (HPA max, Cloud Run max instances) by this."""
+    replica_cap: Replicas | None = None
+    """With ``scale_factor``: never go above this many."""
+
+    def _missing_size(self, action: ActionType) -> str | None:
+        """Why ``action`` with these fields cannot run, if it is a scale that says no size; for a validator."""
+        sizes = (self.replicas, self.min_replicas, self.max_replicas, self.scale_factor)
+        if action is ActionType.SCALE_DEPLOYMENT and all(size is None for size in sizes):
+            return "scale_deployment needs replicas, min_replicas, max_replicas or scale_factor"
+        return None
+
+
+class ActionRequest(ReplicaChange, Event):
     action_id: ActionId = Field(default_factory=lambda: uuid4().hex)
     action_type: Annotated[ActionType, CaseInsensitive]
     service_name: ServiceName
@@ -62,13 +81,6 @@ class ActionRequest(Event):
     region: ShortText | None = None
     project: ShortText | None = None
     namespace: K8sName = "default"
-    replicas: Replicas | None = None
-    min_replicas: Replicas | None = None
-    max_replicas: Replicas | None = None
-    scale_factor: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] | None = None
-    """Relative scaling: multiply the current maximum (HPA max, Cloud Run max instances) by this."""
-    replica_cap: Replicas | None = None
-    """With ``scale_factor``: never go above this many."""
     reason: ShortText | None = None
     triggered_by: ShortText = "manual"
     requested_at: UtcDatetime = Field(default_factory=utc_now)
@@ -80,13 +92,8 @@ class ActionRequest(Event):
             raise ValueError("cluster_name is required when target_type is gke")
         if self.target_type is TargetType.CLOUD_RUN and not self.region:
             raise ValueError("region is required when target_type is cloud_run")
-        if self.action_type is ActionType.SCALE_DEPLOYMENT and (
-            self.replicas is None
-            and self.min_replicas is None
-            and self.max_replicas is None
-            and self.scale_factor is None
-        ):
-            raise ValueError("scale_deployment needs replicas, min_replicas, max_replicas or scale_factor")
+        if missing := self._missing_size(self.action_type):
+            raise ValueError(missing)
         if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
         return self
