@@ -13,17 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from schemas import (
-    ActionRequest,
-    ActionResult,
-    ActionStatus,
-    ActionType,
-    Anomaly,
-    MetricSample,
-    ServiceHealth,
-    TargetType,
-)
-from schemas.common import ServiceName, ShortText
+from schemas import ActionDecision, ActionRequest, ActionResult, Anomaly, MetricSample, ServiceHealth
+from schemas.common import ServiceName
 
 
 def _fields(model: type[BaseModel], *names: str) -> dict[str, tuple[Any, FieldInfo]]:
@@ -103,22 +94,24 @@ def command_fields(command: BaseModel) -> dict[str, Any]:
     return command.model_dump(exclude_unset=True)
 
 
-class DecisionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+DecisionBody = create_model(
+    "DecisionBody",
+    __config__=ConfigDict(extra="forbid"),
+    **_fields(ActionDecision, "reason"),
+)
 
-    reason: ShortText | None = Field(None, description="Why: kept with the decision for the audit trail.")
+
+_ActionSummary = create_model(
+    "ActionSummary",
+    **_fields(
+        ActionResult, "action_id", "action_type", "service_name", "target_type", "status", "message", "triggered_by"
+    ),
+)
 
 
-class ActionLogEntry(BaseModel):
+class ActionLogEntry(_ActionSummary):  # type: ignore[valid-type,misc]
     """One action request with everything the actuator said about it, latest first in ``status``."""
 
-    action_id: str
-    action_type: ActionType
-    service_name: ServiceName
-    target_type: TargetType
-    status: ActionStatus
-    message: str
-    triggered_by: str
     requested_at: datetime | None
     updated_at: datetime
     request: ActionRequest | None = Field(None, description="None when the request is older than the gateway's view.")

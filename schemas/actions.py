@@ -72,7 +72,10 @@ class ReplicaChange(BaseModel):
         return None
 
 
-class ActionRequest(ReplicaChange, Event):
+class _RequestedAction(Event):
+    """What a request asks for and where it runs. :class:`ActionRequest` is this, then
+    :class:`ReplicaChange`, then why, who and when: its fields keep that order on the wire."""
+
     action_id: ActionId = Field(default_factory=lambda: uuid4().hex)
     action_type: Annotated[ActionType, CaseInsensitive]
     service_name: ServiceName
@@ -81,17 +84,24 @@ class ActionRequest(ReplicaChange, Event):
     region: ShortText | None = None
     project: ShortText | None = None
     namespace: K8sName = "default"
+
+    @model_validator(mode="after")
+    def _target_is_complete(self) -> _RequestedAction:
+        if self.target_type is TargetType.GKE and not self.cluster_name:
+            raise ValueError("cluster_name is required when target_type is gke")
+        if self.target_type is TargetType.CLOUD_RUN and not self.region:
+            raise ValueError("region is required when target_type is cloud_run")
+        return self
+
+
+class ActionRequest(ReplicaChange, _RequestedAction):
     reason: ShortText | None = None
     triggered_by: ShortText = "manual"
     requested_at: UtcDatetime = Field(default_factory=utc_now)
     anomaly_id: ShortText | None = None
 
     @model_validator(mode="after")
-    def _target_is_complete(self) -> ActionRequest:
-        if self.target_type is TargetType.GKE and not self.cluster_name:
-            raise ValueError("cluster_name is required when target_type is gke")
-        if self.target_type is TargetType.CLOUD_RUN and not self.region:
-            raise ValueError("region is required when target_type is cloud_run")
+    def _scale_is_sized(self) -> ActionRequest:
         if missing := self._missing_size(self.action_type):
             raise ValueError(missing)
         if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
@@ -119,5 +129,5 @@ class ActionDecision(Event):
     action_id: ActionId
     approve: bool
     decided_by: ShortText
-    reason: ShortText | None = None
+    reason: ShortText | None = Field(None, description="Why: kept with the decision for the audit trail.")
     decided_at: UtcDatetime = Field(default_factory=utc_now)
