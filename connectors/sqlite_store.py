@@ -79,8 +79,8 @@ _PHYSICAL = {
 """Raw metrics are the volume, so their table is a ``WITHOUT ROWID`` b-tree keyed by (service, time, metric,
 event id): one b-tree is both the rows, the duplicate check and the per-service history index, inserts land
 next to their series rather than at random points of an index of hashes, and only ``timestamp`` (for the
-all-services query) needs a second b-tree. That roughly doubles ingest over a rowid table with a unique
-index on ``event_id`` and one index per query. A sample's event id hashes its series, instant, value and
+all-services query) needs a second b-tree. That ingests faster than a rowid table with a unique index on
+``event_id`` and one index per query. A sample's event id hashes its series, instant, value and
 tags, so the id is unique exactly when this key is (a re-delivered sample, even one with a caller-given id,
 repeats all four). A per-metric query walks the service's recent rows and keeps that metric's."""
 

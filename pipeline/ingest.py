@@ -25,7 +25,7 @@ INGEST_STEP_SAMPLES = 20_000
 up on a backlog of big records would otherwise hold a whole batch of them as objects."""
 
 MERGED_RECORD_SAMPLES = 2_000
-"""Samples per merged record at most: about 300 KB of JSON, well under Kafka's 1 MB default."""
+"""Samples per merged record at most: their JSON stays well under Kafka's 1 MB default."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def parse_metrics_record(raw: bytes | None) -> IngestResult:
     if not raw:
         return IngestResult(rejected=[Rejection("empty record: expected a metric sample or a batch", raw or b"")])
     # A valid record is validated straight from its JSON, without the Python objects of the
-    # document in between (about 1 µs a sample less); any other takes the path that tells which
+    # document in between, which costs less per sample; any other takes the path that tells which
     # of its samples are wrong and why.
     is_batch = b'"metrics"' in raw
     try:

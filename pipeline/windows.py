@@ -78,8 +78,8 @@ class OpenWindow:
     stride: int = 1
 
     def __reduce__(self) -> tuple:
-        # Pickled with every batch: the constructor's arguments pickle several times faster
-        # than the generic protocol for slotted objects.
+        # Pickled with every batch: the constructor's arguments pickle faster than the generic
+        # protocol for slotted objects.
         return OpenWindow, (
             self.start_ms, self.count, self.total, self.minimum, self.maximum,
             self.last, self.last_ms, self.values, self.stride,

@@ -28,8 +28,8 @@ and jump scorers count less; the seasonal one takes no part without a period). T
 improbable scorer counts, plus a quarter of the others (scorers that agree are stronger
 evidence). The total ``d`` is reported as ``d / (d + decades)``, which never saturates, so even
 among extreme events the rarer ranks higher. With the defaults 0.67 is four decades (where a
-rest starts, below) and the pipeline's 0.9 is 18: the tails of real raw scores are far heavier
-than normal ones, and a whole healthy simulated day stays below 0.8. A scorer that is nearly
+rest starts, below) and 0.9 is 18: the tails of real raw scores are far heavier than normal
+ones, and a healthy series must stay quiet all day long. A scorer that is nearly
 always 0 (novelty) would look infinitely surprising at its first non-zero value, so each
 scorer's spread has a floor (``raw_sd_floors``): the first sight of a harmless new shape, such
 as the first day of a daily cycle, does not page anyone.
@@ -222,7 +222,7 @@ class EnsembleLikelihood:
         keys, counts = self.keys, self.counts
         sorted_keys = np.frombuffer(keys, keys.typecode)
         gaps = sorted_keys.copy()
-        gaps[1:] -= sorted_keys[:-1]  # np.diff does the same in several times the time
+        gaps[1:] -= sorted_keys[:-1]  # np.diff does the same, more slowly
         table = (keys.typecode, *_pack(gaps), counts.typecode, *_pack(np.frombuffer(counts, counts.typecode)))
         return tuple(table if name == "keys" else getattr(self, name) for name in self.__slots__ if name != "counts")
 
