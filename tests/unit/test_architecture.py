@@ -106,7 +106,11 @@ def test_importing_any_module_builds_no_app_topic_table_or_client_and_reads_no_f
         for path in modules(package)
     ]
     done = subprocess.run(
-        [sys.executable, "-c", f"PACKAGES = {PACKAGES!r}\n" + IMPORT_EVERYTHING, *names], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", f"PACKAGES = {PACKAGES!r}\n" + IMPORT_EVERYTHING, *names],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout) == len(names) > 30
