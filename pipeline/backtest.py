@@ -18,9 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.detectors import make_detector
+from pipeline.detectors import Detector, make_detector
 
 Progress = Callable[[int, int], None]
+DetectorChoice = str | Callable[[], Detector]
+"""A detector's name, or a callable that makes one (a benchmark trying other parameters)."""
+
+
+def _factory(detector: DetectorChoice) -> Callable[[], Detector]:
+    if callable(detector):
+        return detector
+    make_detector(detector)  # fail before anything is read or written when the name is wrong
+    return lambda: make_detector(detector)
 
 
 @dataclass(frozen=True)
@@ -34,20 +43,20 @@ class BacktestResult:
         return self.points / self.seconds if self.seconds > 0 else float("inf")
 
 
-def score_series(values: Iterable[float], detector_name: str, warmup: int = 0) -> Iterator[float]:
+def score_series(values: Iterable[float], detector: DetectorChoice, warmup: int = 0) -> Iterator[float]:
     """Scores of ``values`` in order: each one from a model that has seen only the values before it.
 
     ``warmup`` forces the first scores to 0 like the pipeline's warm-up. A value that is not a
     finite number gets score 0 and is not learned, so one bad row cannot poison the model.
     """
-    detector = make_detector(detector_name)
+    model = _factory(detector)()
     seen = 0
     for x in values:
         if not math.isfinite(x):
             yield 0.0
             continue
-        score = detector.score_one(x) if seen >= warmup else 0.0
-        detector.learn_one(x)
+        score = model.score_one(x) if seen >= warmup else 0.0
+        model.learn_one(x)
         seen += 1
         yield score
 
@@ -88,13 +97,13 @@ def count_rows(path: Path) -> int:
 
 
 def run_backtest(
-    source: Path, out: Path, detector_name: str, warmup: int = 0, progress: Progress | None = None
+    source: Path, out: Path, detector: DetectorChoice, warmup: int = 0, progress: Progress | None = None
 ) -> BacktestResult:
     """Score every series under ``source`` into ``out``; ``progress(done, total)`` is told as points go by.
 
     A single input file writes ``out`` itself when ``out`` ends in ``.csv``, else ``out/<name>``.
     """
-    make_detector(detector_name)  # fail before any file is written when the name is wrong
+    new_detector = _factory(detector)
     pairs = input_files(source)
     total = sum(count_rows(path) for path, _ in pairs)
     done = 0
@@ -106,7 +115,7 @@ def run_backtest(
         with target.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(("timestamp", "anomaly_score"))
-            for i, (stamp, score) in enumerate(zip(stamps, score_series(values, detector_name, warmup), strict=True)):
+            for i, (stamp, score) in enumerate(zip(stamps, score_series(values, new_detector, warmup), strict=True)):
                 writer.writerow((stamp, f"{score:.6f}"))
                 if progress is not None and (i + 1) % 2000 == 0:
                     progress(done + i + 1, total)
