@@ -55,14 +55,5 @@ class Ingest(BatchConsumer):
 
 
 def attach(rt: Runtime, stage: Stage) -> None:
-    settings = rt.settings
-    rt.app.service(
-        Ingest(
-            stage.name,
-            stage.reads,
-            settings,
-            rt.emit,
-            max_records=settings.batch_max_records,
-            max_seconds=settings.batch_max_seconds,
-        )
-    )
+    limits = {"max_records": rt.settings.batch_max_records, "max_seconds": rt.settings.batch_max_seconds}
+    rt.app.service(Ingest(stage, rt, **limits))

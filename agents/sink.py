@@ -60,14 +60,5 @@ class StoreSink(BatchConsumer):
 
 
 def attach(rt: Runtime, stage: Stage) -> None:
-    settings = rt.settings
-    rt.app.service(
-        StoreSink(
-            stage.name,
-            stage.reads,
-            settings,
-            rt.emit,
-            max_records=settings.sink_batch_records,
-            max_seconds=settings.sink_batch_seconds,
-        )
-    )
+    limits = {"max_records": rt.settings.sink_batch_records, "max_seconds": rt.settings.sink_batch_seconds}
+    rt.app.service(StoreSink(stage, rt, **limits))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from abc import abstractmethod
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
@@ -21,6 +22,10 @@ from mode import Service
 from agents.runtime.emit import Emitter
 from pipeline.config import Settings
 from schemas.topics import TopicSpec
+
+if TYPE_CHECKING:
+    from agents.runtime.app import Runtime
+    from agents.topology import Stage
 
 log = logging.getLogger("aiops.agents")
 
@@ -45,20 +50,11 @@ class BatchConsumer(Service):
     arrived by the time the last one is handled, and ``max_seconds`` only bounds the wait for a
     first record: a busy stage still takes big batches, an idle one adds no delay."""
 
-    def __init__(
-        self,
-        stage: str,
-        sources: tuple[TopicSpec, ...],
-        settings: Settings,
-        emit: Emitter,
-        *,
-        max_records: int,
-        max_seconds: float,
-    ) -> None:
-        self.stage = stage
-        self.sources = sources
-        self.settings = settings
-        self.emit = emit
+    def __init__(self, stage: Stage, runtime: Runtime, *, max_records: int, max_seconds: float) -> None:
+        self.stage = stage.name
+        self.sources: tuple[TopicSpec, ...] = stage.reads
+        self.settings: Settings = runtime.settings
+        self.emit: Emitter = runtime.emit
         self.max_records = max_records
         self.max_seconds = max_seconds
         self._consumer: AIOKafkaConsumer | None = None
