@@ -45,8 +45,8 @@ class SeriesModel:
     river_version: str = field(default=river.__version__)
 
     @classmethod
-    def new(cls, detector_name: str) -> SeriesModel:
-        return cls(detector=make_detector(detector_name))
+    def new(cls, detector_name: str, alert_level: float | None = None) -> SeriesModel:
+        return cls(detector=make_detector(detector_name, alert_level))
 
     def is_current(self, detector_name: str) -> bool:
         """False for a model saved by another River version or detector: it must be rebuilt."""
@@ -125,7 +125,7 @@ class ServiceDetection:
         """
         model = self.models.get(window.metric_name)
         if model is None or not model.is_current(settings.detector):
-            model = self.models[window.metric_name] = SeriesModel.new(settings.detector)
+            model = self.models[window.metric_name] = SeriesModel.new(settings.detector, settings.anomaly_threshold)
         verdict = judge(model, window, settings.warmup_windows)
         if verdict is None:
             return None

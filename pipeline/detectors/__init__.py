@@ -29,8 +29,15 @@ class Detector(Protocol):
 DETECTORS: dict[str, type[Detector]] = {RobustZScore.name: RobustZScore, EnsembleLikelihood.name: EnsembleLikelihood}
 
 
-def make_detector(name: str) -> Detector:
+def make_detector(name: str, alert_level: float | None = None) -> Detector:
+    """A new detector called ``name``. ``alert_level`` is the score from which its owner alerts
+    (the pipeline's ``AIOPS_ANOMALY_THRESHOLD``): a detector that rests after an alert starts its
+    rest there, so a rest never hides an incident the operator would have been told of. Unset, a
+    detector keeps its own default."""
     try:
-        return DETECTORS[name]()
+        detector = DETECTORS[name]
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None
+    if alert_level is not None and hasattr(detector, "alert_level"):
+        return detector(alert_level=alert_level)
+    return detector()

@@ -38,7 +38,9 @@ class EnsembleLikelihood:
     huge value inside the range does not: a series whose spikes are its normal life would page at
     every spike.
 
-    **Rest.** Once a score reaches ``alert_level`` the detector rests for ``rest_points`` points,
+    **Rest.** Once a score reaches ``alert_level`` (the score from which its owner alerts: the
+    pipeline passes ``AIOPS_ANOMALY_THRESHOLD``; the default is the operating point NAB's scorer
+    chooses for this detector) the detector rests for ``rest_points`` points,
     scaling its scores by ``rest_damping``: one incident stands out once rather than as a burst
     while the model catches up with the new situation, even if it grows. Two exceptions start the
     rest anew: a score of at least ``rest_break`` (an incident far stronger than the one that began

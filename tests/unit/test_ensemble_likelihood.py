@@ -160,3 +160,19 @@ def test_a_count_outgrowing_its_width_is_kept_exactly():
     detector._count([key])
     assert detector.counts[0] == 65536
     assert pickle.loads(pickle.dumps(detector)).counts == detector.counts
+
+
+def test_in_the_pipeline_a_rest_starts_only_from_the_operators_threshold():
+    """A new high that is worth a look but not an alert must not damp the alert that follows it."""
+    rng = random.Random(9)
+    quiet = [500 * (1 + rng.gauss(0, 0.03)) for _ in range(700)]
+    leak = [500 * (1 + 0.04 * i) * (1 + rng.gauss(0, 0.03)) for i in range(1, 40)]
+
+    def first_alert(detector: EnsembleLikelihood, threshold: float = 0.93) -> int | None:
+        scores = run(quiet + leak, detector)[len(quiet) :]
+        return next((i for i, score in enumerate(scores) if score >= threshold), None)
+
+    in_pipeline = first_alert(make_detector(NAME, alert_level=0.93))
+    with_nab_default = first_alert(make_detector(NAME))
+    assert in_pipeline is not None
+    assert with_nab_default is None or in_pipeline < with_nab_default

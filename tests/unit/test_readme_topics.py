@@ -54,4 +54,3 @@ def test_the_readme_gives_each_topic_its_model_partitions_and_retention():
         if listed.get(spec.name) != expected_row(spec)
     }
     assert wrong == {}
-
