@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from faust.types import EventT
@@ -11,7 +12,7 @@ from faust.types import EventT
 from agents.runtime.emit import ORIGIN_HEADER
 from pipeline.service_state import DETECT_STEP_SAMPLES, SampleBatch
 from pipeline.windows import Origin, runs_from_header
-from schemas import SampleColumns
+from schemas import Anomaly, SampleColumns
 from schemas.topics import ANOMALIES, SERVICE_HEALTH, WINDOWS
 
 if TYPE_CHECKING:
@@ -21,7 +22,15 @@ if TYPE_CHECKING:
 
 def attach(rt: Runtime, stage: Stage) -> None:
     window_states, detection_states = (rt.table(spec) for spec in stage.state)
-    emit, settings = rt.emit, rt.settings
+    emit, settings, metrics = rt.emit, rt.settings, rt.metrics
+    lateness = timedelta(seconds=settings.allowed_lateness_seconds)
+
+    async def send_anomalies(anomalies: list[Anomaly]) -> None:
+        await emit.send_delivered(ANOMALIES, anomalies)
+        delivered = datetime.now(UTC)
+        for anomaly in anomalies:
+            metrics.anomalies.labels(anomaly.severity.value).inc()
+            metrics.close_to_anomaly.observe((delivered - anomaly.window_end - lateness).total_seconds())
 
     def new_batch() -> SampleBatch:
         return SampleBatch(window_states.get, detection_states.get, rt.window_spec, rt.detection)
@@ -41,6 +50,9 @@ def attach(rt: Runtime, stage: Stage) -> None:
             await emit.dead_letter(message, event.value or b"", f"detection failed: {err!r}"[:1000])
 
     async def flush(batch: SampleBatch) -> None:
+        metrics.windows.inc(len(batch.windows))
+        for seconds in batch.judge_seconds:
+            metrics.detector_seconds.observe(seconds)
         await asyncio.gather(
             emit.send_delivered(WINDOWS, batch.windows),
             emit.send_delivered(SERVICE_HEALTH, batch.health),
@@ -60,7 +72,7 @@ def attach(rt: Runtime, stage: Stage) -> None:
                         await apply(batch, event, samples)
                         # Anomalies leave as soon as they are found, not with the rest of the batch: they
                         # are what someone is waiting for. Like the rest, they are out before states are saved.
-                        await emit.send_delivered(ANOMALIES, batch.anomalies[found:])
+                        await send_anomalies(batch.anomalies[found:])
                     if batch.samples >= DETECT_STEP_SAMPLES:
                         await flush(batch)
                         batch = new_batch()

@@ -34,6 +34,7 @@ class Ingest(BatchConsumer):
         for record in records:
             result = parse_metrics_record(record.value)
             router.add(result, Origin.of(record.topic, record.partition, record.offset))
+            self.metrics.samples.inc(len(result.samples))
             for rejection in result.rejected:
                 await self.emit.dead_letter(record, rejection.payload, rejection.reason)
             if router.samples >= INGEST_STEP_SAMPLES:

@@ -53,7 +53,8 @@ class StoreSink(BatchConsumer):
                 if record.topic == topic and (item := await self.emit.decode(record)) is not None
             ]
             if decoded:
-                await write_batch(write, decoded, self._refused)
+                with self.metrics.store_write_seconds.labels(topic).time():
+                    await write_batch(write, decoded, self._refused)
 
     async def _refused(self, record: ConsumerRecord, reason: str) -> None:
         await self.emit.dead_letter(record, record.value or b"", reason)

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "aiops-sentry", description="Where the local broker's jars are cached."
     )
     data_dir: Path = Field(Path(".aiops"), description="Worker state: Faust table stores and local files.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of a worker's Prometheus `/metrics`; unset: not served."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="json lines for machines, text for people.")
 

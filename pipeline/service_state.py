@@ -14,6 +14,7 @@ samples are applied again and close the same windows, which the models recognise
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from pipeline.detection import DetectionSettings, ServiceDetection
@@ -51,6 +52,8 @@ class SampleBatch:
         self.samples = 0
         self.windows: list[WindowAggregate] = []
         self.anomalies: list[Anomaly] = []
+        self.judge_seconds: list[float] = []
+        """Per window judged: the time detection took, for the worker's metrics."""
         self._spell_starts: list[ServiceHealth] = []
         self._status: dict[str, HealthStatus] = {}
         self._moved_on: set[str] = set()
@@ -106,7 +109,9 @@ class SampleBatch:
     def _judge(self, window: WindowAggregate) -> None:
         service = window.service_name
         detection = self._detection(service)
+        started = time.perf_counter()
         outcome = detection.observe(window, self._settings)
+        self.judge_seconds.append(time.perf_counter() - started)
         if outcome is None:
             return
         anomaly, status = outcome

@@ -6,11 +6,13 @@ the settings and attaches the stages to it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import faust
 
 from agents.runtime.emit import Emitter
+from agents.runtime.metrics import MetricsServer, WorkerMetrics
 from agents.runtime.producer import kafka_producer
 from agents.runtime.recovery import RewindingTransport
 from agents.runtime.tables import StateTable, TableSpec
@@ -68,12 +70,20 @@ class Runtime:
     window_spec: WindowSpec
     detection: DetectionSettings
     emit: Emitter
+    metrics: WorkerMetrics
+    metrics_server: MetricsServer | None
     _topics: dict[tuple[str, ...], faust.TopicT] = field(default_factory=dict)
     _tables: dict[str, StateTable] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: PolicyConfig) -> Runtime:
         app = new_faust_app(settings)
+        metrics = WorkerMetrics()
+        server = None
+        if settings.metrics_port:
+            server = MetricsServer(metrics, settings.metrics_port)
+            server.measure_lag(settings.app_id, functools.partial(faust_lags, app))
+            app.service(server)
         return cls(
             app=app,
             settings=settings,
@@ -83,7 +93,9 @@ class Runtime:
                 lateness_ms=int(settings.allowed_lateness_seconds * 1000),
             ),
             detection=DetectionSettings(settings.detector, settings.warmup_windows, settings.anomaly_threshold),
-            emit=Emitter(lambda: kafka_producer(app)),
+            emit=Emitter(lambda: kafka_producer(app), metrics),
+            metrics=metrics,
+            metrics_server=server,
         )
 
     def source(self, *specs: TopicSpec) -> faust.TopicT:
@@ -100,5 +112,20 @@ class Runtime:
 
     def table(self, spec: TableSpec) -> StateTable:
         if spec.name not in self._tables:
-            self._tables[spec.name] = StateTable(self.app, spec, spec.partitioned_like.partitions(self.settings))
+            partitions = spec.partitioned_like.partitions(self.settings)
+            state_bytes = self.metrics.state_bytes.labels(spec.name)
+            self._tables[spec.name] = StateTable(self.app, spec, partitions, state_bytes)
         return self._tables[spec.name]
+
+
+async def faust_lags(app: faust.App) -> list[tuple[str, int, int]]:
+    """The lag of the app's stream partitions (changelogs are read by recovery, not by stages)."""
+    changelogs = app.tables.changelog_topics
+    lags = []
+    for tp in app.consumer.assignment():
+        if tp.topic in changelogs:
+            continue
+        end, position = app.consumer.highwater(tp), await app.consumer.position(tp)
+        if end is not None and position is not None:
+            lags.append((tp.topic, tp.partition, max(end - position, 0)))
+    return lags

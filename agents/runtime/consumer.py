@@ -55,6 +55,9 @@ class BatchConsumer(Service):
         self.sources: tuple[TopicSpec, ...] = stage.reads
         self.settings: Settings = runtime.settings
         self.emit: Emitter = runtime.emit
+        self.metrics = runtime.metrics
+        if runtime.metrics_server is not None:
+            runtime.metrics_server.measure_lag(stage_group(self.settings.app_id, self.stage), self._lags)
         self.max_records = max_records
         self.max_seconds = max_seconds
         self._consumer: AIOKafkaConsumer | None = None
@@ -77,6 +80,17 @@ class BatchConsumer(Service):
             heartbeat_interval_ms=int(self.settings.kafka_session_timeout_seconds * 1000 / 3),
         )
         await self._consumer.start()
+
+    async def _lags(self) -> list[tuple[str, int, int]]:
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        lags = []
+        for tp in consumer.assignment():
+            end, position = consumer.highwater(tp), await consumer.position(tp)
+            if end is not None:
+                lags.append((tp.topic, tp.partition, max(end - position, 0)))
+        return lags
 
     async def on_stop(self) -> None:
         if self._consumer is not None:

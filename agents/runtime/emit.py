@@ -14,9 +14,10 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
+from agents.runtime.metrics import WorkerMetrics
 from agents.runtime.producer import send_keyed
 from schemas import DeadLetter, DecodeError, decode, encode
-from schemas.topics import METRICS_DLQ, TopicSpec, model_of
+from schemas.topics import ACTION_RESULTS, METRICS_DLQ, TopicSpec, model_of
 
 log = logging.getLogger("aiops.agents")
 
@@ -51,8 +52,9 @@ class Emitter:
     hence the callable.
     """
 
-    def __init__(self, producer: Callable[[], AIOKafkaProducer]) -> None:
+    def __init__(self, producer: Callable[[], AIOKafkaProducer], metrics: WorkerMetrics) -> None:
         self._producer = producer
+        self._metrics = metrics
 
     async def decode(self, record: Record) -> Any:
         """The record as the model its topic holds (:func:`schemas.topics.model_of`), or None after
@@ -77,6 +79,7 @@ class Emitter:
             key=record.key,
         )
         await (await self._producer().send(METRICS_DLQ.name, encode(letter), key=record.key))
+        self._metrics.dead_letters.labels(record.topic).inc()
         log.warning(
             "record dead-lettered", extra={"topic": record.topic, "offset": record.offset, "reason": reason[:300]}
         )
@@ -95,5 +98,9 @@ class Emitter:
         State that says "emitted" is written only after this returns, so a crash can repeat an
         event (consumers deduplicate by id) but never lose one.
         """
+        events = list(events)
         records = [(event.service_name.encode(), encode(event)) for event in events]
         await asyncio.gather(*await send_keyed(self._producer(), topic.name, records))
+        if topic is ACTION_RESULTS:
+            for result in events:
+                self._metrics.actions.labels(result.action_type.value, result.status.value).inc()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from prometheus_client import Gauge
 
 from agents.runtime.producer import kafka_producer, send_keyed
 from schemas.topics import TopicSpec
@@ -46,7 +47,7 @@ class StateTable:
     object must then write it, or :meth:`forget` the cache when it cannot (an error mid-batch).
     """
 
-    def __init__(self, app: faust.App, spec: TableSpec, partitions: int) -> None:
+    def __init__(self, app: faust.App, spec: TableSpec, partitions: int, size: Gauge | None = None) -> None:
         table = faust.Table(
             app, name=spec.name, partitions=partitions, key_type=bytes, value_type=bytes, beacon=app.tables.beacon
         )
@@ -56,6 +57,9 @@ class StateTable:
         self._keep_objects = spec.keep_objects
         self._objects: dict[str, tuple[bytes, Any]] = {}
         """Per service: the changelog value last written and the object it was written from."""
+        self._size = size
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
 
     def get(self, service: str) -> Any:
         """The service's state; None for a new service, or for a state this code cannot read.
@@ -85,6 +89,8 @@ class StateTable:
         :meth:`write` also makes it durable."""
         raw = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         self._table.data[service.encode()] = raw
+        self._bytes += len(raw) - self._sizes.get(service, 0)
+        self._sizes[service] = len(raw)
         if self._keep_objects:
             self._objects[service] = (raw, value)
         return raw
@@ -99,6 +105,8 @@ class StateTable:
         """
         records = [(service.encode(), self.put(service, value)) for service, value in states.items()]
         await asyncio.gather(*await send_keyed(kafka_producer(self._app), self._changelog, records))
+        if self._size is not None:
+            self._size.set(self._bytes)
 
     def forget(self) -> None:
         """Drop the kept objects: the next :meth:`get` of each service reads its changelog value."""
