@@ -7,6 +7,9 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings, get_settings
@@ -17,6 +20,59 @@ from schemas import topics
 
 class CommandError(Exception):
     """A failure the user can fix; printed as one line, exit code 2."""
+
+
+Progress = Callable[[int, int | None], None]
+"""``progress(done, total)``; ``total`` None when the end is unknown (standard input)."""
+
+
+@contextmanager
+def terminal_progress(description: str, unit: str) -> Iterator[Progress | None]:
+    """A tqdm bar on stderr moved by ``progress(done, total)``, or None when stderr is not a terminal.
+
+    In a log file or a pipe a bar is only carriage returns: there the summary line printed at the
+    end says all. The bar is drawn at the first count, so a command refused before it starts leaves
+    only its error; while the bar is up, log records go through tqdm so they do not tear it. Bytes
+    (``unit="B"``) read as kB and MB; counts stay whole numbers.
+    """
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bars: list[tqdm] = []
+
+    def move(done: int, total: int | None) -> None:
+        if not bars:
+            bars.append(tqdm(desc=description, total=total, unit=unit, unit_scale=unit == "B", file=sys.stderr))
+        bar = bars[0]
+        if total != bar.total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    with logging_redirect_tqdm():
+        try:
+            yield move
+        finally:
+            for bar in bars:
+                bar.close()
+
+
+def _say(message: str) -> None:
+    """One line on stderr that leaves a progress bar, if one is drawn, whole below it."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def package_version() -> str:
+    """The installed distribution's version: the one ``pip`` and bug reports speak of."""
+    try:
+        return version("aiops-sentry")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -138,7 +194,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with MetricsProducer(settings.kafka_bootstrap) as producer:
-            history = await publish_history(fleet, producer.send, now - timedelta(seconds=args.backfill), now, interval)
+            with terminal_progress("backfill", " samples") as progress:
+                history = await publish_history(
+                    fleet, producer.send, now - timedelta(seconds=args.backfill), now, interval, progress
+                )
             print(f"backfilled {history} samples ({args.backfill:g}s of history); now live", flush=True)
             await publish_live(fleet, producer.send, interval, until)
 
@@ -151,22 +210,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Publish metric samples from JSON lines or CSV (a file, or - for stdin) to aiops.metrics."""
-    from aiops.producer import BadLine, MetricsProducer, read_csv, read_json_lines
+    from aiops.producer import (
+        BadLine,
+        MetricsProducer,
+        lines_with_progress,
+        read_csv,
+        read_json_lines,
+        regular_file_size,
+    )
 
     settings = get_settings()
     _ensure_topics(settings)
     stream = sys.stdin if args.input == "-" else open(args.input, newline="")  # noqa: SIM115
     fmt = args.format or ("csv" if args.input.endswith(".csv") else "jsonl")
-    parsed = read_csv(stream) if fmt == "csv" else read_json_lines(stream)
+    unit = "B" if regular_file_size(stream) is not None else " lines"
 
-    async def run() -> tuple[int, int]:
+    async def run(progress: Progress | None) -> tuple[int, int]:
+        lines = stream if progress is None else lines_with_progress(stream, progress)
+        parsed = read_csv(lines) if fmt == "csv" else read_json_lines(lines)
         sent = bad = 0
         chunk = []
         async with MetricsProducer(settings.kafka_bootstrap) as producer:
             for item in parsed:
                 if isinstance(item, BadLine):
                     bad += 1
-                    print(f"{args.input}:{item.number}: {item.reason}", file=sys.stderr)
+                    _say(f"{args.input}:{item.number}: {item.reason}")
                     continue
                 chunk.append(item)
                 if len(chunk) >= 5000:
@@ -175,8 +243,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
             sent += await producer.send(chunk)
         return sent, bad
 
-    with stream:
-        sent, bad = asyncio.run(run())
+    with stream, terminal_progress("produce", unit) as progress:
+        sent, bad = asyncio.run(run(progress))
     print(f"published {sent} samples to {settings.kafka_bootstrap}; {bad} bad lines skipped")
     return 1 if bad else 0
 
@@ -221,15 +289,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     """Replay timestamp,value CSV series (a file or a folder tree) through a detector; write its scores."""
     from pathlib import Path
 
-    from pipeline.backtest import run_backtest, text_progress
+    from pipeline.backtest import run_backtest
 
     source = Path(args.input)
     if not source.exists():
         raise CommandError(f"no such file or folder: {source}")
     try:
-        result = run_backtest(
-            source, Path(args.out), args.detector or get_settings().detector, args.warmup, text_progress()
-        )
+        with terminal_progress("backtest", " points") as progress:
+            detector = args.detector or get_settings().detector
+            result = run_backtest(source, Path(args.out), detector, args.warmup, progress)
     except ValueError as err:
         raise CommandError(str(err)) from None
     print(f"scored {result.points} points of {result.files} series in {result.seconds:.1f}s into {args.out}")
@@ -240,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiops", description="AI Ops Sentry: catch incidents in service metrics, fix them safely."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help=cmd_worker.__doc__)

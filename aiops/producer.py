@@ -11,10 +11,13 @@ returns once the broker has acknowledged them (idempotent producer, ``acks=all``
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TextIO
 
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
@@ -102,3 +105,32 @@ def read_csv(lines: Iterable[str]) -> Iterator[MetricSample | BadLine]:
         except ValueError as err:
             reason = describe(err) if isinstance(err, ValidationError) else f"value: not a number: {row['value']!r}"
             yield BadLine(reader.line_num, reason)
+
+
+Progress = Callable[[int, int | None], None]
+"""``progress(done, total)``: bytes read of a regular file (``total`` its size), else lines read (``total`` None)."""
+
+
+def regular_file_size(stream: TextIO) -> int | None:
+    """Size of the regular file behind ``stream``; None for a pipe, a terminal or an in-memory stream,
+    whose end nobody knows before reaching it."""
+    try:
+        status = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def lines_with_progress(stream: TextIO, progress: Progress, every: int = 1_000) -> Iterator[str]:
+    """The lines of ``stream``, telling ``progress`` how far reading has got every ``every`` lines and at the end.
+
+    For a regular file the count is the byte position under the text layer (``stream.buffer.tell()``):
+    exact whatever the encoding, and free, where re-encoding every line to measure it would not be.
+    """
+    size = regular_file_size(stream)
+    count = 0
+    for count, line in enumerate(stream, start=1):
+        yield line
+        if count % every == 0:
+            progress(stream.buffer.tell() if size is not None else count, size)
+    progress(stream.buffer.tell() if size is not None else count, size)

@@ -26,7 +26,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.backtest import run_backtest, text_progress
+from aiops.cli import terminal_progress
+from pipeline.backtest import run_backtest
 from pipeline.detectors import DETECTORS, make_detector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "results"
-        result = run_backtest(args.nab / "data", out, args.detector, progress=text_progress())
+        with terminal_progress("backtest", " points") as progress:
+            result = run_backtest(args.nab / "data", out, args.detector, progress=progress)
         peak = peak_memory_mib()
         scores = score(args.nab, out, args.scorer)
     cpu = platform.processor() or platform.machine()

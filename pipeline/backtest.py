@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from pipeline.detectors import Detector, make_detector
 
 Progress = Callable[[int, int], None]
+"""``progress(done, total)`` in points; the command line draws it, the core only counts."""
 DetectorChoice = str | Callable[[], Detector]
 """A detector's name, or a callable that makes one (a benchmark trying other parameters)."""
 
@@ -96,20 +95,49 @@ def count_rows(path: Path) -> int:
         return max(sum(1 for _ in handle) - 1, 0)
 
 
+def output_path(source: Path, out: Path, relative: Path) -> Path:
+    """Where a series' scores go: ``out`` itself for a single input file when ``out`` ends in ``.csv``,
+    else ``out/relative``, so the output tree mirrors the input tree."""
+    return out if source.is_file() and out.suffix == ".csv" else out / relative
+
+
+def refuse_overwriting_input(inputs: Iterable[Path], targets: Iterable[Path]) -> None:
+    """Raise ValueError when a score file would replace one of the input series.
+
+    Scores written over the series they came from destroy the recording, and nothing can bring it
+    back: this runs before anything is written. Files are compared by device and inode, so a
+    symbolic link, a hard link or a case-insensitive file system cannot hide a collision.
+    """
+    identities = {_identity(path): path for path in inputs}
+    for target in targets:
+        if target.exists() and (source := identities.get(_identity(target))) is not None:
+            raise ValueError(
+                f"refusing to write the scores over the input {source}: choose an output outside the input files"
+            )
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_dev, status.st_ino
+
+
 def run_backtest(
     source: Path, out: Path, detector: DetectorChoice, warmup: int = 0, progress: Progress | None = None
 ) -> BacktestResult:
     """Score every series under ``source`` into ``out``; ``progress(done, total)`` is told as points go by.
 
     A single input file writes ``out`` itself when ``out`` ends in ``.csv``, else ``out/<name>``.
+    Raises ValueError, before writing anything, when the detector is unknown or an output file
+    would be one of the input files.
     """
     new_detector = _factory(detector)
     pairs = input_files(source)
+    targets = [output_path(source, out, relative) for _, relative in pairs]
+    refuse_overwriting_input((path for path, _ in pairs), targets)
     total = sum(count_rows(path) for path, _ in pairs)
     done = 0
     started = time.perf_counter()
-    for path, relative in pairs:
-        target = out if source.is_file() and out.suffix == ".csv" else out / relative
+    for (path, _), target in zip(pairs, targets, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
         stamps, values = read_series(path)
         with target.open("w", newline="") as handle:
@@ -123,17 +151,3 @@ def run_backtest(
         if progress is not None:
             progress(done, total)
     return BacktestResult(files=len(pairs), points=done, seconds=time.perf_counter() - started)
-
-
-def text_progress(stream: TextIO = sys.stderr, width: int = 30) -> Progress:
-    """A one-line bar redrawn in place: enough to tell a long run is moving, nothing to install."""
-
-    def show(done: int, total: int) -> None:
-        fraction = done / total if total else 1.0
-        filled = int(fraction * width)
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} points")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-
-    return show

@@ -12,7 +12,7 @@ import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -99,6 +99,11 @@ class Fleet:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
+    @property
+    def samples_per_tick(self) -> int:
+        """How many samples ``samples_at`` gives: every metric of a baseline, for each service."""
+        return len(self.services) * len(fields(Baseline))
+
     def samples_at(self, t: datetime) -> list[MetricSample]:
         swing = math.sin(2 * math.pi * (t.timestamp() % self.day_seconds) / self.day_seconds)
         samples = []
@@ -118,10 +123,29 @@ class Fleet:
 
 
 Send = Callable[[list[MetricSample]], Awaitable[int]]
+Progress = Callable[[int, int], None]
+"""``progress(sent, total)`` in samples; the caller decides whether and how to show it."""
 
 
-async def publish_history(fleet: Fleet, send: Send, start: datetime, end: datetime, interval: timedelta) -> int:
-    """Samples for ``[start, end)`` as fast as the broker takes them; returns how many."""
+def ticks_between(start: datetime, end: datetime, interval: timedelta) -> int:
+    """How many of ``start, start + interval, ...`` fall before ``end`` (exact: timedeltas are whole microseconds)."""
+    return max(0, -((start - end) // interval))
+
+
+async def publish_history(
+    fleet: Fleet,
+    send: Send,
+    start: datetime,
+    end: datetime,
+    interval: timedelta,
+    progress: Progress | None = None,
+) -> int:
+    """Samples for ``[start, end)`` as fast as the broker takes them; returns how many.
+
+    ``progress(sent, total)`` is told after each acknowledged chunk: a long backfill is otherwise
+    silent for minutes, and the total is known before the first sample is made.
+    """
+    total = ticks_between(start, end, interval) * fleet.samples_per_tick
     sent, chunk, t = 0, [], start
     while t < end:
         chunk += fleet.samples_at(t)
@@ -129,6 +153,8 @@ async def publish_history(fleet: Fleet, send: Send, start: datetime, end: dateti
         if len(chunk) >= 2_000 or t >= end:
             sent += await send(chunk)
             chunk = []
+            if progress is not None:
+                progress(sent, total)
     return sent
 
 

@@ -1,12 +1,17 @@
-"""`aiops produce` and `aiops tail` against the real broker, as operators run them."""
+"""`aiops produce`, `simulate` and `tail` against the real broker, as operators run them."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 import uuid
 
 import pytest
@@ -24,6 +29,38 @@ def aiops(bootstrap: str, *args: str, stdin: str | None = None) -> subprocess.Co
     )
 
 
+def aiops_on_a_terminal(bootstrap: str, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    """Run ``aiops`` with stderr on a pseudo-terminal, as a shell gives it: its exit code, its
+    stdout, and what the terminal showed."""
+    env = os.environ | {"AIOPS_KAFKA_BOOTSTRAP": bootstrap, "AIOPS_TOPIC_PARTITIONS": "3"}
+    leader, follower = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, on which tqdm draws nothing; a real one has a size.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    command = [sys.executable, "-m", "aiops.cli", *args]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    process.stdin.write(stdin.encode())
+    process.stdin.close()
+    shown = bytearray()
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # the last writer closed the terminal: the command has ended
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+    finally:
+        os.close(leader)
+    out = process.stdout.read()
+    process.stdout.close()
+    return process.wait(timeout=60), out.decode(), shown.decode(errors="replace")
+
+
 async def test_produce_publishes_csv_and_reports_bad_rows(kafka_bootstrap, tmp_path):
     service = f"csv-{uuid.uuid4().hex[:6]}"
     path = tmp_path / "samples.csv"
@@ -35,6 +72,7 @@ async def test_produce_publishes_csv_and_reports_bad_rows(kafka_bootstrap, tmp_p
     done = aiops(kafka_bootstrap, "produce", str(path))
     assert done.returncode == 1, done.stderr
     assert "published 5 samples" in done.stdout and f"{path}:7: timestamp:" in done.stderr
+    assert "\r" not in done.stderr and "produce:" not in done.stderr, "no progress bar in a pipe"
 
     records = await consume_until(
         kafka_bootstrap,
@@ -78,3 +116,39 @@ def test_worker_refuses_an_unknown_agent_and_names_the_known_ones(kafka_bootstra
     )
     assert done.returncode == 2
     assert "windoze" in done.stderr and "ingest, detect, policy, actuate, sink" in done.stderr
+
+
+def test_simulate_shows_a_backfill_bar_on_a_terminal_only(kafka_bootstrap):
+    service = f"sim-{uuid.uuid4().hex[:6]}"
+    command = ("simulate", "--services", service, "--backfill", "600", "--interval", "1", "--duration", "0.2")
+
+    piped = aiops(kafka_bootstrap, *command)
+    assert piped.returncode == 0, piped.stderr
+    assert "backfilled 3000 samples" in piped.stdout
+    assert "\r" not in piped.stderr and "backfill:" not in piped.stderr
+
+    code, out, shown = aiops_on_a_terminal(kafka_bootstrap, *command)
+    assert code == 0, shown
+    assert "backfilled 3000 samples" in out
+    assert "backfill: 100%" in shown and "3000/3000" in shown
+
+
+def test_produce_shows_bytes_of_a_file_and_lines_of_a_pipe_on_a_terminal(kafka_bootstrap, tmp_path):
+    service = f"bar-{uuid.uuid4().hex[:6]}"
+    lines = "".join(
+        json.dumps({"timestamp": f"2026-01-05T10:{i // 60 % 60:02d}:{i % 60:02d}Z", "service_name": service,
+                    "metric_name": "cpu_usage", "value": i % 97}) + "\n"
+        for i in range(3000)
+    )  # fmt: skip
+    path = tmp_path / "samples.jsonl"
+    path.write_text(lines)
+
+    code, out, shown = aiops_on_a_terminal(kafka_bootstrap, "produce", str(path))
+    assert code == 0, shown
+    assert "published 3000 samples" in out
+    assert "produce: 100%" in shown and "B/s" in shown
+
+    code, out, shown = aiops_on_a_terminal(kafka_bootstrap, "produce", "-", stdin=lines)
+    assert code == 0, shown
+    assert "published 3000 samples" in out
+    assert "produce: 3000 lines" in shown and "%" not in shown

@@ -85,3 +85,55 @@ def test_cli_backtest_writes_scores(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert len(read_scores(tmp_path / "out" / "cat" / "s.csv")) == 40
     assert "scored 40 points of 1 series" in capsys.readouterr().out
     assert main(["backtest", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its content (None for a folder): a new empty folder shows too."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    ("source", "out"),
+    [
+        ("in", "in"),  # the folder over itself
+        ("in", "in/a"),  # in/one.csv would be scored into in/a/one.csv, an input
+        ("in/one.csv", "in/one.csv"),  # a file over itself
+        ("in/one.csv", "in"),  # a file into its own folder, under its own name
+        ("in", "alias"),  # a symbolic link to the input folder
+        ("in/one.csv", "link.csv"),  # a symbolic link to the input file
+    ],
+)
+def test_refuses_to_write_scores_over_an_input_and_writes_nothing(tmp_path: Path, source: str, out: str):
+    write_series(tmp_path / "in" / "one.csv", [1.0, 2.0, 3.0])
+    write_series(tmp_path / "in" / "a" / "one.csv", [4.0, 5.0])
+    (tmp_path / "alias").symlink_to(tmp_path / "in", target_is_directory=True)
+    (tmp_path / "link.csv").symlink_to(tmp_path / "in" / "one.csv")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"refusing to write the scores over the input .*one\.csv"):
+        run_backtest(tmp_path / source, tmp_path / out, "robust_zscore")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_output_inside_the_input_tree_that_overwrites_nothing_is_allowed(tmp_path: Path):
+    write_series(tmp_path / "in" / "one.csv", [1.0, 2.0, 3.0])
+    before = snapshot(tmp_path / "in")
+    result = run_backtest(tmp_path / "in", tmp_path / "in" / "scores", "robust_zscore")
+    assert result.files == 1 and len(read_scores(tmp_path / "in" / "scores" / "one.csv")) == 3
+    assert snapshot(tmp_path / "in")["one.csv"] == before["one.csv"]
+
+
+def test_cli_backtest_over_its_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from aiops.cli import main
+
+    write_series(tmp_path / "in" / "s.csv", [1.0, 2.0, 3.0])
+    before = snapshot(tmp_path)
+    assert main(["backtest", str(tmp_path / "in"), "--out", str(tmp_path / "in"), "--detector", "robust_zscore"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"aiops backtest: refusing to write the scores over the input {tmp_path / 'in' / 's.csv'}: "
+        "choose an output outside the input files\n"
+    )
+    assert snapshot(tmp_path) == before

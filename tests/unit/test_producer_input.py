@@ -1,10 +1,13 @@
-"""Reading samples for `aiops produce`: JSON lines and CSV, bad lines reported with their number."""
+"""Reading samples for `aiops produce`: JSON lines and CSV, bad lines reported with their number, progress counted."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+from pathlib import Path
 
-from aiops.producer import BadLine, read_csv, read_json_lines
+from aiops.producer import BadLine, lines_with_progress, read_csv, read_json_lines, regular_file_size
 
 
 def test_json_lines_take_samples_and_batches_and_report_bad_lines():
@@ -39,3 +42,30 @@ def test_csv_keeps_extra_columns_as_tags_and_reports_bad_rows():
 def test_csv_without_the_needed_columns_says_which():
     [bad] = list(read_csv(["time,service,value", "1,a,2"]))
     assert bad.number == 1 and "timestamp, service_name, metric_name" in bad.reason
+
+
+def test_a_file_is_counted_in_bytes_up_to_its_size(tmp_path: Path):
+    path = tmp_path / "samples.jsonl"
+    # Non-ASCII text: counting characters instead of bytes would stop short of the size.
+    path.write_text("".join(f'{{"service_name": "zürich-{i}"}}\n' for i in range(2_500)), encoding="utf-8")
+    told: list[tuple[int, int | None]] = []
+    with path.open(newline="", encoding="utf-8") as stream:
+        assert regular_file_size(stream) == path.stat().st_size
+        lines = list(lines_with_progress(stream, lambda done, total: told.append((done, total)), every=1_000))
+    assert "".join(lines) == path.read_text(encoding="utf-8")
+    assert len(told) == 3 and all(total == path.stat().st_size for _, total in told)
+    counts = [done for done, _ in told]
+    assert counts == sorted(counts) and 0 < counts[0] and counts[-1] == path.stat().st_size
+
+
+def test_a_pipe_or_memory_stream_is_counted_in_lines_without_a_total():
+    told: list[tuple[int, int | None]] = []
+    stream = io.StringIO("a\n" * 2_500)
+    assert regular_file_size(stream) is None
+    assert len(list(lines_with_progress(stream, lambda done, total: told.append((done, total)), every=1_000))) == 2_500
+    assert told == [(1_000, None), (2_000, None), (2_500, None)]
+
+    reading, writing = os.pipe()
+    os.close(writing)
+    with open(reading) as pipe:
+        assert regular_file_size(pipe) is None
