@@ -13,7 +13,7 @@ from agents.runtime.emit import ORIGIN_HEADER
 from pipeline.service_state import DETECT_STEP_SAMPLES, SampleBatch
 from pipeline.windows import Origin, runs_from_header
 from schemas import Anomaly, SampleColumns
-from schemas.topics import ANOMALIES, SERVICE_HEALTH, WINDOWS
+from schemas.topics import ANOMALIES, INCIDENTS, SERVICE_HEALTH, WINDOWS
 
 if TYPE_CHECKING:
     from agents.runtime.app import Runtime
@@ -68,11 +68,13 @@ def attach(rt: Runtime, stage: Stage) -> None:
                 for event in events:
                     samples = await emit.decode(event.message)
                     if samples is not None:
-                        found = len(batch.anomalies)
+                        found, changed = len(batch.anomalies), len(batch.incidents)
                         await apply(batch, event, samples)
-                        # Anomalies leave as soon as they are found, not with the rest of the batch: they
-                        # are what someone is waiting for. Like the rest, they are out before states are saved.
+                        # Anomalies and incidents leave as soon as they are found, not with the rest of the
+                        # batch: they are what someone is waiting for. Like the rest, they are out before
+                        # states are saved.
                         await send_anomalies(batch.anomalies[found:])
+                        await emit.send_delivered(INCIDENTS, batch.incidents[changed:])
                     if batch.samples >= DETECT_STEP_SAMPLES:
                         await flush(batch)
                         batch = new_batch()

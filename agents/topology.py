@@ -3,7 +3,8 @@ writes and the state it keeps. Read top to bottom, this is the pipeline:
 
     aiops.metrics ─ingest─► aiops.metrics.samples ─detect─┬─► aiops.windows (closed windows, judged at once:)
                                                           ├─► aiops.anomalies
-                                                          └─► aiops.service-health
+                                                          ├─► aiops.incidents (open until the service recovers)
+                                                          └─► aiops.service-health (follows open incidents)
     aiops.anomalies ─policy─► aiops.actions.requests (held-back requests: aiops.actions.results)
     aiops.actions.requests + aiops.actions.approvals ─actuate─► GKE / Cloud Run, aiops.actions.results
     aiops.metrics.samples + aiops.anomalies + aiops.actions.results ─sink─► the store (SQLite or BigQuery)
@@ -55,7 +56,7 @@ DETECT = Stage(
     "detect",
     reads=(topics.METRIC_SAMPLES,),
     calls=(service_state.SampleBatch,),
-    writes=(topics.WINDOWS, topics.ANOMALIES, topics.SERVICE_HEALTH),
+    writes=(topics.WINDOWS, topics.ANOMALIES, topics.INCIDENTS, topics.SERVICE_HEALTH),
     state=(
         TableSpec("service-windows", partitioned_like=topics.METRIC_SAMPLES, keep_objects=True),
         TableSpec("service-models", partitioned_like=topics.METRIC_SAMPLES, keep_objects=True),

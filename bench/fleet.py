@@ -41,7 +41,7 @@ HIGH = (Severity.HIGH, Severity.CRITICAL)
 
 def detection_settings() -> DetectionSettings:
     settings = Settings()
-    return DetectionSettings(settings.detector, settings.warmup_windows, settings.anomaly_threshold)
+    return DetectionSettings.of(settings)
 
 
 def run_service(job: tuple[str, int, float, Incident | None]) -> list[tuple[str, int, str]]:

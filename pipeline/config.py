@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     anomaly_threshold: float = Field(
         0.93, gt=0, lt=1, description="Anomaly score from which a window is an anomaly (0.9 suits robust_zscore)."
     )
+    resolve_windows: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Windows in a row every metric of an incident must be back in its normal band before it resolves.",
+    )
+    incident_max_windows: int = Field(
+        720,
+        ge=1,
+        description="Windows a metric may stay out of its band before its new level is taken as normal "
+        "(`level_shift_accepted`).",
+    )
     policy_file: Path | None = Field(
         None, description="YAML or TOML file with the service catalog and action rules; unset: no automatic actions."
     )

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import river
 
+from pipeline.config import Settings
 from pipeline.detectors import Detector, make_detector
 from pipeline.health import ServiceSnapshot
-from schemas import Anomaly, HealthStatus, Severity, WindowAggregate
+from pipeline.incidents import IncidentSettings, ServiceIncidents, normal_band
+from schemas import Anomaly, HealthStatus, Resolution, Severity, WindowAggregate
 
 SEVERITY_FLOORS: tuple[tuple[float, Severity], ...] = (
     (0.99, Severity.CRITICAL),
@@ -58,22 +60,41 @@ class Verdict:
     score: float
     expected: float
     actual: float
+    band: tuple[float, float]
+    """The normal band the detector expected before it saw this window."""
 
 
 def judge(model: SeriesModel, window: WindowAggregate, warmup_windows: int) -> Verdict | None:
-    """Score then learn ``window``; None when the window was already learned."""
+    """Score then learn ``window``; None when the window was already judged."""
+    verdict = score_window(model, window, warmup_windows)
+    if verdict is not None:
+        learn(model, verdict)
+    return verdict
+
+
+def score_window(model: SeriesModel, window: WindowAggregate, warmup_windows: int) -> Verdict | None:
+    """Score ``window``; None when the window was already judged. :func:`learn` takes it in after,
+    unless the series is in an open incident."""
     end_ms = int(window.window_end.timestamp() * 1000)
     if end_ms <= model.last_window_end_ms:
         return None
     actual = window_value(window)
+    detector = model.detector
     warm = model.windows_learned >= warmup_windows
+    expected = detector.expected()
     verdict = Verdict(
-        score=model.detector.score_one(actual) if warm else 0.0, expected=model.detector.expected(), actual=actual
+        score=detector.score_one(actual) if warm else 0.0,
+        expected=expected,
+        actual=actual,
+        band=normal_band(expected, detector.spread()),
     )
-    model.detector.learn_one(actual)
-    model.windows_learned += 1
     model.last_window_end_ms = end_ms
     return verdict
+
+
+def learn(model: SeriesModel, verdict: Verdict) -> None:
+    model.detector.learn_one(verdict.actual)
+    model.windows_learned += 1
 
 
 def anomaly_id(window: WindowAggregate) -> str:
@@ -106,14 +127,26 @@ class DetectionSettings:
     detector: str
     warmup_windows: int
     anomaly_threshold: float
+    incidents: IncidentSettings = IncidentSettings()
+
+    @classmethod
+    def of(cls, settings: Settings) -> DetectionSettings:
+        incidents = IncidentSettings(settings.resolve_windows, settings.incident_max_windows)
+        return cls(settings.detector, settings.warmup_windows, settings.anomaly_threshold, incidents)
 
 
 @dataclass
 class ServiceDetection:
-    """The models of every metric of one service and its latest snapshot: one table key."""
+    """The models of every metric of one service, its latest snapshot and its incident: one table key."""
 
     models: dict[str, SeriesModel] = field(default_factory=dict)
     snapshot: ServiceSnapshot = field(default_factory=ServiceSnapshot)
+    incidents: ServiceIncidents = field(default_factory=ServiceIncidents)
+
+    def __setstate__(self, state: dict) -> None:
+        # State saved before incidents existed reads back with none open.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("incidents", ServiceIncidents())
 
     def observe(
         self, window: WindowAggregate, settings: DetectionSettings
@@ -126,14 +159,23 @@ class ServiceDetection:
         model = self.models.get(window.metric_name)
         if model is None or not model.is_current(settings.detector):
             model = self.models[window.metric_name] = SeriesModel.new(settings.detector, settings.anomaly_threshold)
-        verdict = judge(model, window, settings.warmup_windows)
+        verdict = score_window(model, window, settings.warmup_windows)
         if verdict is None:
             return None
         anomaly = None
         if verdict.score >= settings.anomaly_threshold:
             anomaly = build_anomaly(window, verdict, model.detector.name, dict(self.snapshot.values))
         end_ms = int(window.window_end.timestamp() * 1000)
-        self.snapshot.record(
-            window.metric_name, verdict.actual, verdict.score, anomaly.severity if anomaly else None, end_ms
-        )
+        service, metric, incidents = window.service_name, window.metric_name, self.incidents
+        incidents.observe(service, metric, verdict.actual, anomaly, verdict.band, end_ms, settings.incidents)
+        if incidents.learns(metric):
+            learn(model, verdict)
+        for event in incidents.events:
+            if event.resolution is Resolution.LEVEL_SHIFT_ACCEPTED:
+                # The old model never saw the new level: a fresh one learns it as the normal.
+                for name in event.metrics:
+                    self.models[name] = SeriesModel.new(settings.detector, settings.anomaly_threshold)
+        self.snapshot.record(metric, verdict.actual, verdict.score, anomaly.severity if anomaly else None, end_ms)
+        open_incident = incidents.open
+        self.snapshot.incident_severity = open_incident.worst_severity if open_incident else None
         return anomaly, self.snapshot.status()

@@ -35,6 +35,8 @@ class ServiceSnapshot:
     scores: dict[str, float] = field(default_factory=dict)
     severities: dict[str, Severity | None] = field(default_factory=dict)
     updated_ms: int = 0
+    incident_severity: Severity | None = None
+    """The worst severity of the service's open incident: health follows it until it resolves."""
 
     def record(self, metric: str, value: float, score: float, severity: Severity | None, at_ms: int) -> None:
         self.values[metric] = value
@@ -48,7 +50,8 @@ class ServiceSnapshot:
 
     def status(self) -> HealthStatus:
         by_threshold = threshold_status(self.values.get("cpu_usage"), self.values.get("error_rate"))
-        by_anomaly = anomaly_status(self.worst_severity())
+        worst = [s for s in (self.worst_severity(), getattr(self, "incident_severity", None)) if s is not None]
+        by_anomaly = anomaly_status(max(worst, key=attrgetter("rank")) if worst else None)
         return max(by_threshold, by_anomaly, key=_RANK.__getitem__)
 
     def health(self, service_name: str) -> ServiceHealth:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from pipeline.detection import DetectionSettings, ServiceDetection
 from pipeline.windows import OriginRuns, Series, SeriesWindows, ServiceWindows, WindowSpec, add_sample
-from schemas import Anomaly, HealthStatus, SampleColumns, ServiceHealth, WindowAggregate
+from schemas import Anomaly, HealthStatus, IncidentEvent, SampleColumns, ServiceHealth, WindowAggregate
 
 DETECT_STEP_SAMPLES = 100_000
 """Samples the detect stage applies before it sends their output, saves states and takes more of
@@ -52,6 +52,7 @@ class SampleBatch:
         self.samples = 0
         self.windows: list[WindowAggregate] = []
         self.anomalies: list[Anomaly] = []
+        self.incidents: list[IncidentEvent] = []
         self.judge_seconds: list[float] = []
         """Per window judged: the time detection took, for the worker's metrics."""
         self._spell_starts: list[ServiceHealth] = []
@@ -117,6 +118,7 @@ class SampleBatch:
         anomaly, status = outcome
         if anomaly is not None:
             self.anomalies.append(anomaly)
+        self.incidents += detection.incidents.take_events()
         if self._status.get(service) != status:
             self._status[service] = status
             self._spell_starts.append(detection.snapshot.health(service))

@@ -17,6 +17,7 @@ from schemas.codec import DecodeError, decode, encode
 from schemas.common import Event
 from schemas.deadletter import DeadLetter
 from schemas.health import HealthStatus, ServiceHealth
+from schemas.incidents import IncidentChange, IncidentEvent, Resolution
 from schemas.logs import LogBatch, LogLevel, LogRecord
 from schemas.metrics import STANDARD_METRICS, MetricBatch, MetricSample, SampleColumns
 from schemas.windows import WindowAggregate
@@ -33,11 +34,14 @@ __all__ = [
     "DecodeError",
     "Event",
     "HealthStatus",
+    "IncidentChange",
+    "IncidentEvent",
     "LogBatch",
     "LogLevel",
     "LogRecord",
     "MetricBatch",
     "MetricSample",
+    "Resolution",
     "ReplicaChange",
     "SampleColumns",
     "ServiceHealth",

@@ -19,6 +19,7 @@ from schemas.actions import ActionDecision, ActionRequest, ActionResult
 from schemas.anomalies import Anomaly
 from schemas.deadletter import DeadLetter
 from schemas.health import ServiceHealth
+from schemas.incidents import IncidentEvent
 from schemas.logs import LogRecord
 from schemas.metrics import MetricBatch, SampleColumns
 from schemas.windows import WindowAggregate
@@ -76,6 +77,12 @@ WINDOWS = TopicSpec(
 )
 LOGS = TopicSpec("aiops.logs", LogRecord, "Log records from producers.", retention="metrics")
 ANOMALIES = TopicSpec("aiops.anomalies", Anomaly, "Anomaly events.", single_partition=True)
+INCIDENTS = TopicSpec(
+    "aiops.incidents",
+    IncidentEvent,
+    "Incidents as they open, change and resolve; each event carries the whole incident.",
+    single_partition=True,
+)
 SERVICE_HEALTH = TopicSpec(
     "aiops.service-health",
     ServiceHealth,
@@ -107,6 +114,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WINDOWS,
     LOGS,
     ANOMALIES,
+    INCIDENTS,
     SERVICE_HEALTH,
     ACTION_REQUESTS,
     ACTION_APPROVALS,

@@ -92,7 +92,7 @@ class Runtime:
                 size_ms=int(settings.window_seconds * 1000),
                 lateness_ms=int(settings.allowed_lateness_seconds * 1000),
             ),
-            detection=DetectionSettings(settings.detector, settings.warmup_windows, settings.anomaly_threshold),
+            detection=DetectionSettings.of(settings),
             emit=Emitter(lambda: kafka_producer(app), metrics),
             metrics=metrics,
             metrics_server=server,

@@ -25,6 +25,11 @@ class Detector(Protocol):
         """The value the detector expected; shown next to the actual one in an anomaly."""
         ...
 
+    def spread(self) -> float:
+        """How far values usually stray from :meth:`expected`, as a standard deviation: with it,
+        the band an incident's metric must return to."""
+        ...
+
 
 DETECTORS: dict[str, type[Detector]] = {RobustZScore.name: RobustZScore, EnsembleLikelihood.name: EnsembleLikelihood}
 

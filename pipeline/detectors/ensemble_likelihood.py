@@ -156,6 +156,9 @@ class EnsembleLikelihood:
     def expected(self) -> float:
         return self.deviation.level.mean if self.seen else 0.0
 
+    def spread(self) -> float:
+        return self.deviation.spread() if self.seen else 0.0
+
     def score_one(self, x: float) -> float:
         raws, contexts, score, far = self._evaluate(x)
         self._pending = (x, raws, contexts, score, far)
