@@ -251,6 +251,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 TAIL_TOPICS = {
     "anomalies": (topics.ANOMALIES,),
+    "incidents": (topics.INCIDENTS,),
     "health": (topics.SERVICE_HEALTH,),
     "actions": (topics.ACTION_REQUESTS, topics.ACTION_RESULTS),
     "dlq": (topics.METRICS_DLQ,),

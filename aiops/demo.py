@@ -23,7 +23,7 @@ from aiops.producer import MetricsProducer
 from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings
 from pipeline.simulator import WARM_HISTORY, Fleet, Incident, IncidentKind, publish_history, publish_live
-from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, ServiceHealth, decode, topics
+from schemas import ActionRequest, ActionResult, Anomaly, DeadLetter, IncidentEvent, ServiceHealth, decode, topics
 
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
 INCIDENTS = (
@@ -119,8 +119,8 @@ async def _simulate_and_watch(settings: Settings, worker: subprocess.Popen) -> N
 async def _watch(settings: Settings, start: datetime) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    watched = (topics.ANOMALIES, topics.SERVICE_HEALTH, topics.ACTION_REQUESTS, topics.ACTION_RESULTS)
-    watched += (topics.METRICS_DLQ,)
+    watched = (topics.ANOMALIES, topics.INCIDENTS, topics.SERVICE_HEALTH, topics.ACTION_REQUESTS)
+    watched += (topics.ACTION_RESULTS, topics.METRICS_DLQ)
     consumer = AIOKafkaConsumer(*(spec.name for spec in watched), bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     status: dict[str, str] = {}
@@ -134,6 +134,10 @@ async def _watch(settings: Settings, start: datetime) -> None:
                         f"score {a.anomaly_score:.3f} actual {a.actual_value:.1f} expected {a.expected_value:.1f}",
                         flush=True,
                     )
+                case IncidentEvent() as i:
+                    metrics = ", ".join(i.metrics)
+                    detail = i.resolution.value if i.resolution else f"{i.worst_severity.value}: {i.reason}"
+                    print(f"{since} incident {i.service_name} {i.change.value} ({metrics}; {detail})", flush=True)
                 case ServiceHealth() as h if status.get(h.service_name) != h.status.value:
                     status[h.service_name] = h.status.value
                     print(f"{since} health   {h.service_name} is {h.status.value}", flush=True)
