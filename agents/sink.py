@@ -1,4 +1,4 @@
-"""Samples, anomalies and action results → the store, in batches, committed only once stored.
+"""Samples, anomalies, incidents and action results → the store, in batches, committed only once stored.
 
 The sink reads in a consumer group of its own (``<AIOPS_APP_ID>-sink``): a slow or unreachable
 store then holds back only the sink, never the partitions detection reads.
@@ -15,7 +15,7 @@ from agents.runtime.consumer import BatchConsumer
 from connectors.stores import open_store
 from pipeline.store import Store, write_batch
 from schemas import SampleColumns
-from schemas.topics import ACTION_RESULTS, ANOMALIES, METRIC_SAMPLES
+from schemas.topics import ACTION_RESULTS, ANOMALIES, INCIDENTS, METRIC_SAMPLES
 
 if TYPE_CHECKING:
     from agents.runtime.app import Runtime
@@ -31,6 +31,7 @@ def writers(store: Store) -> dict[str, Callable[[Sequence[Any]], int]]:
     return {
         METRIC_SAMPLES.name: write_samples,
         ANOMALIES.name: store.write_anomalies,
+        INCIDENTS.name: store.write_incidents,
         ACTION_RESULTS.name: store.write_action_results,
     }
 

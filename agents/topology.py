@@ -7,7 +7,7 @@ writes and the state it keeps. Read top to bottom, this is the pipeline:
                                                           └─► aiops.service-health (follows open incidents)
     aiops.anomalies ─policy─► aiops.actions.requests (held-back requests: aiops.actions.results)
     aiops.actions.requests + aiops.actions.approvals ─actuate─► GKE / Cloud Run, aiops.actions.results
-    aiops.metrics.samples + aiops.anomalies + aiops.actions.results ─sink─► the store (SQLite or BigQuery)
+    aiops.metrics.samples + aiops.anomalies + aiops.incidents + aiops.actions.results ─sink─► the store
 
 Every stage may also dead-letter a record it cannot read to ``aiops.metrics.dlq``, with the reason.
 Ingest and the sink read with consumers of their own (:class:`agents.runtime.consumer.BatchConsumer`,
@@ -81,8 +81,8 @@ ACTUATE = Stage(
 )
 SINK = Stage(
     "sink",
-    reads=(topics.METRIC_SAMPLES, topics.ANOMALIES, topics.ACTION_RESULTS),
-    calls=(Store.write_metrics, Store.write_anomalies, Store.write_action_results),
+    reads=(topics.METRIC_SAMPLES, topics.ANOMALIES, topics.INCIDENTS, topics.ACTION_RESULTS),
+    calls=(Store.write_metrics, Store.write_anomalies, Store.write_incidents, Store.write_action_results),
     writes=(),
     attach=sink.attach,
 )

@@ -1,4 +1,5 @@
-"""The store on BigQuery, in the seed's layout: dataset ``aiops_data``; ``metrics_raw``, ``anomalies``, ``actions``.
+"""The store on BigQuery, in the seed's layout: dataset ``aiops_data``; ``metrics_raw``, ``anomalies``, ``actions``;
+and ``incidents``.
 
     store = BigQueryStore("my-project")            # application default credentials
     store.write_metrics(samples)
@@ -39,6 +40,7 @@ from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 from pipeline.store import (
     ACTIONS,
     ANOMALIES,
+    INCIDENTS,
     LAYOUTS,
     METRICS_RAW,
     Kind,
@@ -49,7 +51,7 @@ from pipeline.store import (
     check_limit,
     metric_rows,
 )
-from schemas import ActionResult, Anomaly, MetricSample
+from schemas import ActionResult, Anomaly, IncidentEvent, MetricSample
 
 __all__ = ["BigQueryStore", "store_error"]
 
@@ -151,6 +153,12 @@ class BigQueryStore:
 
     def write_action_results(self, results: Sequence[ActionResult]) -> int:
         return self._insert(ACTIONS, [ACTIONS.values(result) for result in results])
+
+    def write_incidents(self, events: Sequence[IncidentEvent]) -> int:
+        return self._insert(INCIDENTS, [INCIDENTS.values(event) for event in events])
+
+    def incidents(self, limit: int, service_name: str | None = None) -> list[IncidentEvent]:
+        return self._select(INCIDENTS, {"service_name": service_name}, limit)
 
     def recent_metrics(
         self, service_name: str | None, limit: int, metric_name: str | None = None

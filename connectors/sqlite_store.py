@@ -30,6 +30,7 @@ import orjson
 from pipeline.store import (
     ACTIONS,
     ANOMALIES,
+    INCIDENTS,
     LAYOUTS,
     METRICS_RAW,
     Kind,
@@ -40,7 +41,7 @@ from pipeline.store import (
     epoch_micros,
     metric_rows,
 )
-from schemas import ActionResult, Anomaly, MetricSample
+from schemas import ActionResult, Anomaly, IncidentEvent, MetricSample
 from schemas.common import from_epoch_micros
 
 __all__ = ["SqliteStore"]
@@ -71,6 +72,12 @@ _PHYSICAL = {
     ),
     ACTIONS.name: _Physical(
         unique=ACTIONS.key,
+        clustered=False,
+        indexes=(("service_name", "timestamp"), ("timestamp",)),
+        order="timestamp DESC, rowid DESC",
+    ),
+    INCIDENTS.name: _Physical(
+        unique=INCIDENTS.key,
         clustered=False,
         indexes=(("service_name", "timestamp"), ("timestamp",)),
         order="timestamp DESC, rowid DESC",
@@ -140,10 +147,16 @@ class SqliteStore:
     def write_action_results(self, results: Sequence[ActionResult]) -> int:
         return self._insert(ACTIONS, [self._encode(ACTIONS, result) for result in results])
 
+    def write_incidents(self, events: Sequence[IncidentEvent]) -> int:
+        return self._insert(INCIDENTS, [self._encode(INCIDENTS, event) for event in events])
+
     def recent_metrics(
         self, service_name: str | None, limit: int, metric_name: str | None = None
     ) -> list[MetricSample]:
         return self._select(METRICS_RAW, {"service_name = ?": service_name, "metric_name = ?": metric_name}, limit)
+
+    def incidents(self, limit: int, service_name: str | None = None) -> list[IncidentEvent]:
+        return self._select(INCIDENTS, {"service_name = ?": service_name}, limit)
 
     def anomalies(
         self, start: datetime | None, end: datetime | None, service_name: str | None, limit: int

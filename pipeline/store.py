@@ -18,19 +18,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from types import UnionType
-from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
+from typing import Annotated, Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
-from schemas import ActionResult, Anomaly, MetricSample
+from schemas import ActionResult, Anomaly, IncidentEvent, MetricSample
 from schemas.codec import describe
 from schemas.common import epoch_micros
 
 __all__ = [
     "ACTIONS",
     "ANOMALIES",
+    "INCIDENTS",
     "LAYOUTS",
     "METRICS_RAW",
     "Column",
@@ -84,6 +85,10 @@ class Store(Protocol):
         """Store each ``(action_id, status)`` transition once; returns rows newly stored (or sent)."""
         ...
 
+    def write_incidents(self, events: Sequence[IncidentEvent]) -> int:
+        """Store incident events keyed by ``event_id``; returns rows newly stored (or sent)."""
+        ...
+
     def recent_metrics(
         self, service_name: str | None, limit: int, metric_name: str | None = None
     ) -> list[MetricSample]:
@@ -94,6 +99,10 @@ class Store(Protocol):
         self, start: datetime | None, end: datetime | None, service_name: str | None, limit: int
     ) -> list[Anomaly]:
         """Anomalies with ``start <= timestamp < end`` (either bound optional), newest first."""
+        ...
+
+    def incidents(self, limit: int, service_name: str | None = None) -> list[IncidentEvent]:
+        """Incident events, newest first: the latest event of an incident is its state."""
         ...
 
     def action_log(self, limit: int, service_name: str | None = None) -> list[ActionResult]:
@@ -227,6 +236,8 @@ def model_columns(model: type[BaseModel], rename: Mapping[str, str] | None = Non
 def _kind(annotation: Any) -> Kind:
     if get_origin(annotation) in (Union, UnionType):
         [annotation] = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     if get_origin(annotation) in (dict, list):
         return Kind.JSON
     for base, kind in _KINDS:
@@ -272,7 +283,16 @@ ACTIONS = TableLayout(
 """The action log: one row per status transition. ``reason`` (from ``metadata["reason"]``) and ``result``
 (the outcome text, i.e. ``message``) keep the seed's column names readable for the seed's queries."""
 
-LAYOUTS: tuple[TableLayout, ...] = (METRICS_RAW, ANOMALIES, ACTIONS)
+INCIDENTS = TableLayout(
+    name="incidents",
+    model=IncidentEvent,
+    columns=(*model_columns(IncidentEvent), Column("timestamp", Kind.TIMESTAMP)),
+    key=("event_id",),
+    fill=lambda event: {"timestamp": event.updated_at},
+)
+"""One row per incident event; ``timestamp`` (the event's ``updated_at``) orders and partitions it like the others."""
+
+LAYOUTS: tuple[TableLayout, ...] = (METRICS_RAW, ANOMALIES, ACTIONS, INCIDENTS)
 
 
 MAX_BACKOFF_SECONDS = 30.0

@@ -33,7 +33,7 @@ from google.cloud import bigquery
 from connectors.bigquery_store import BigQueryStore, store_error
 from connectors.sqlite_store import SqliteStore
 from pipeline.store import ACTIONS, ANOMALIES, LAYOUTS, METRICS_RAW, Store, StoreError, TableLayout, metric_event_id
-from schemas import ActionResult, Anomaly, MetricSample
+from schemas import ActionResult, Anomaly, IncidentEvent, MetricSample
 
 PROJECT = "test-project"
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -253,6 +253,30 @@ def test_action_log_keeps_each_status_transition(store: Store) -> None:
     ]
     assert store.action_log(limit=10, service_name="checkout") == [log[3]]
     assert store.action_log(limit=1)[0] == log[2]  # metadata (nested JSON) and enums survive the round trip
+
+
+def incident(event: int, change: str, service: str = "payment-api", minute: int = 0) -> IncidentEvent:
+    return IncidentEvent(
+        event_id=f"ev-{service}-{event}", incident_id=f"in-{service}", change=change, service_name=service,
+        metrics=["latency_p95", "error_rate"], first_severity="high", worst_severity="critical",
+        started_at=T0, updated_at=T0 + timedelta(minutes=minute), anomaly_count=event + 1, reason=f"change {event}",
+        resolved_at=T0 + timedelta(minutes=minute) if change == "resolved" else None,
+        resolution="recovered" if change == "resolved" else None,
+    )  # fmt: skip
+
+
+def test_incident_events_are_kept_once_each_newest_first(store: Store) -> None:
+    events = [incident(0, "opened"), incident(1, "updated", minute=1), incident(2, "resolved", minute=3)]
+    events += [incident(0, "opened", service="checkout", minute=2)]
+    assert store.write_incidents(events + events[:2]) >= 4
+    assert [e.event_id for e in store.incidents(limit=10)] == [
+        "ev-payment-api-2",
+        "ev-checkout-0",
+        "ev-payment-api-1",
+        "ev-payment-api-0",
+    ]
+    assert store.incidents(limit=10, service_name="payment-api")[0] == events[2]  # lists and enums round-trip
+    assert store.incidents(limit=1, service_name="checkout") == [events[3]]
 
 
 def test_a_redelivered_batch_does_not_double_rows(store: Store) -> None:
