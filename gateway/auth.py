@@ -14,8 +14,10 @@ import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.config import Settings
 
@@ -100,12 +102,14 @@ def _parse(where: str, text: str) -> _Entry | None:
     return _Entry(token.encode(), Principal(name, Role(role)))
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+BEARER = HTTPBearer(
+    scheme_name="bearerAuth",
+    description="An API token of AIOPS_API_TOKENS: a viewer's reads, an operator's also writes and approves.",
+    auto_error=False,
+)
+"""Declares the scheme in the OpenAPI document (so /docs can send a token) and parses the header;
+``auto_error=False`` leaves the answers to a missing or bad token to the checks below."""
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
 def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
@@ -113,39 +117,38 @@ def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": challenge})
 
 
-def identify(request: Request) -> Principal | None:
+def identify(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
     """The caller from the Authorization header: None if anonymous; 401 if a token is given but unknown."""
     table: TokenTable = request.app.state.tokens
-    token = _bearer(request)
-    if token is None:
+    if credentials is None:
         if request.headers.get("authorization"):
             raise _unauthorized("the Authorization header must be 'Bearer <token>'", "invalid_request")
         return None
-    principal = table.lookup(token) if table.configured else None
+    principal = table.lookup(credentials.credentials) if table.configured else None
     if principal is None:
         raise _unauthorized("unknown API token: check the token, or ask for one of AIOPS_API_TOKENS", "invalid_token")
     return principal
 
 
-def require_viewer(request: Request) -> Principal:
+def require_viewer(request: Request, credentials: Credentials) -> Principal:
     """Reads: open when no token is configured, otherwise any valid token."""
     table: TokenTable = request.app.state.tokens
     if not table.configured:
         return ANONYMOUS
-    principal = identify(request)
+    principal = identify(request, credentials)
     if principal is None:
         raise _unauthorized("this gateway requires an API token: send 'Authorization: Bearer <token>'")
     return principal
 
 
-def require_operator(request: Request) -> Principal:
+def require_operator(request: Request, credentials: Credentials) -> Principal:
     """Writes and approvals: an operator token, always; refused outright when no token is configured."""
     table: TokenTable = request.app.state.tokens
     if not table.configured:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"writes are disabled because no API token is configured: {HOW_TO_CONFIGURE}"
         )
-    principal = identify(request)
+    principal = identify(request, credentials)
     if principal is None:
         raise _unauthorized(f"this action needs an operator token: {HOW_TO_CONFIGURE}")
     if not principal.can_write:
