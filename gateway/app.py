@@ -16,7 +16,7 @@ from gateway.auth import TokenTable
 from gateway.bridge import KafkaBridge
 from gateway.middleware import BodyLimit, CountRequests
 from gateway.state import LiveState
-from gateway.telemetry import RequestCounter
+from gateway.telemetry import GatewayMetrics
 from pipeline.config import Settings, get_settings
 from pipeline.policy import load_policy
 
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
     app.state.kafka = bridge
     app.state.store = store
     app.state.catalog = load_policy(settings.policy_file).catalog if settings.policy_file else {}
-    app.state.requests = RequestCounter()
+    app.state.metrics = GatewayMetrics(live, bridge)
 
     errors.install(app)
     app.include_router(routes_live.router)
@@ -81,5 +81,5 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
             max_age=600,
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(CountRequests, counter=app.state.requests)
+    app.add_middleware(CountRequests, metrics=app.state.metrics)
     return app

@@ -1,11 +1,13 @@
-"""Plain ASGI middleware: the body size limit and request counting, applied before any route runs."""
+"""Plain ASGI middleware: the body size limit and request metrics, applied before any route runs."""
 
 from __future__ import annotations
+
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.telemetry import RequestCounter
+from gateway.telemetry import GatewayMetrics
 
 
 class BodyTooLarge(HTTPException):
@@ -72,22 +74,28 @@ async def _send_413(send: Send, limit: int) -> None:
 
 
 class CountRequests:
-    """Count answered requests by method, route template and status for ``GET /metrics``."""
+    """Count answered requests and time them, by method and route template, for ``GET /metrics``.
 
-    def __init__(self, app: ASGIApp, counter: RequestCounter) -> None:
+    The time is taken to the response headers, not to the last byte: a live stream stays open for
+    hours, and would otherwise drown every other request in the histogram.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
-        self.counter = counter
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         status = 500
+        started = time.perf_counter()
+        answered: float | None = None
 
         async def tracking_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], time.perf_counter()
             await send(message)
 
         try:
@@ -95,4 +103,5 @@ class CountRequests:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/static/") else "unmatched")
-            self.counter.count(scope["method"], path, status)
+            ended = answered if answered is not None else time.perf_counter()  # no response: it failed
+            self.metrics.record(scope["method"], path, status, ended - started)
