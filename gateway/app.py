@@ -15,6 +15,7 @@ from gateway import errors, routes_live, routes_read, routes_write
 from gateway.auth import TokenTable
 from gateway.bridge import KafkaBridge
 from gateway.middleware import BodyLimit, CountRequests
+from gateway.models import VERSION
 from gateway.state import LiveState
 from gateway.telemetry import GatewayMetrics
 from pipeline.config import Settings, get_settings
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
 
     app = FastAPI(
         title="AI Ops Sentry gateway",
-        version="1.0",
+        version=VERSION,
         description="Metrics and log ingest, service health, anomalies and actions over Kafka; the operator dashboard.",
         lifespan=lifespan,
     )

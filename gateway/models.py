@@ -7,14 +7,29 @@ field's type and rules are written once, in ``schemas/``.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 from pydantic.fields import FieldInfo
 
-from schemas import ActionDecision, ActionRequest, ActionResult, Anomaly, MetricSample, ServiceHealth
-from schemas.common import ServiceName
+from schemas import ActionDecision, ActionRequest, ActionResult, ActionType, Anomaly, MetricSample, ServiceHealth
+from schemas.actions import TargetType
+from schemas.common import ServiceName, UtcDatetime
+
+Timestamp = UtcDatetime
+"""Every time the gateway answers with: a naive one is read as UTC and any is sent in UTC, so it is
+written ``...Z`` and a browser never reads it as local time."""
+
+
+def _package_version() -> str:
+    try:
+        return version("aiops-sentry")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+VERSION = _package_version()
 
 
 def _fields(model: type[BaseModel], *names: str) -> dict[str, tuple[Any, FieldInfo]]:
@@ -55,8 +70,16 @@ class CatalogResponse(BaseModel):
     )
 
 
+class RecentSample(MetricSample):
+    """A raw sample as the seed answered it: its tags are ``labels`` there (the column of its metrics table)."""
+
+    @computed_field(description="The sample's tags under the seed's name for them; the same as ``tags``.")
+    def labels(self) -> dict[str, str]:
+        return self.tags
+
+
 class RecentMetricsResponse(BaseModel):
-    metrics: list[MetricSample]
+    metrics: list[RecentSample]
     count: int
 
 
@@ -64,14 +87,14 @@ class AcceptedResponse(BaseModel):
     status: Literal["accepted"] = "accepted"
     message: str
     metrics_received: int
-    timestamp: datetime
+    timestamp: Timestamp
 
 
 class LogsAcceptedResponse(BaseModel):
     status: Literal["accepted"] = "accepted"
     message: str
     logs_received: int
-    timestamp: datetime
+    timestamp: Timestamp
 
 
 _COMMAND_FIELDS = [
@@ -89,9 +112,31 @@ ActionCommandBase = create_model(
 )
 
 
+_TARGET_TYPE = ActionRequest.model_fields["target_type"]
+
+RolloutRestartCommand = create_model(
+    "RolloutRestartCommand",
+    __base__=ActionCommandBase,
+    __doc__="The seed's rollout restart was for GKE only and its body had no ``target_type``: "
+    "a body without one is a GKE rollout restart.",
+    target_type=(
+        Annotated[(_TARGET_TYPE.annotation, *_TARGET_TYPE.metadata)],
+        Field(TargetType.GKE, description="gke (the default) or cloud_run; GKE and CloudRun are read as those."),
+    ),
+)
+
+
+def command_model(action_type: ActionType) -> type[BaseModel]:
+    """The body ``POST /api/v1/<action_type>`` takes."""
+    return RolloutRestartCommand if action_type is ActionType.ROLLOUT_RESTART else ActionCommandBase
+
+
 def command_fields(command: BaseModel) -> dict[str, Any]:
-    """The fields the caller set (defaults stay the schema's), for building the ActionRequest."""
-    return command.model_dump(exclude_unset=True)
+    """The fields the caller set (defaults stay the schema's), for building the ActionRequest; and the
+    target type even when it is the body's default, since the catalog completes a request by it."""
+    fields = command.model_dump(exclude_unset=True)
+    fields.setdefault("target_type", command.target_type)  # type: ignore[attr-defined]
+    return fields
 
 
 DecisionBody = create_model(
@@ -112,8 +157,8 @@ _ActionSummary = create_model(
 class ActionLogEntry(_ActionSummary):  # type: ignore[valid-type,misc]
     """One action request with everything the actuator said about it, latest first in ``status``."""
 
-    requested_at: datetime | None
-    updated_at: datetime
+    requested_at: Timestamp | None
+    updated_at: Timestamp
     request: ActionRequest | None = Field(None, description="None when the request is older than the gateway's view.")
     results: list[ActionResult] = Field(default_factory=list, description="Results in the order they arrived.")
 
@@ -136,8 +181,13 @@ class KafkaStatus(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """The seed's health answers in one: its ingestion API's (``status``, ``service``, ``timestamp``) and its
+    action engine's (``status``, ``service``, ``version``), with what the gateway knows of Kafka and the store."""
+
     status: Literal["ok", "degraded"]
+    service: str = Field(description="Which service answers: ``<AIOPS_APP_ID>-gateway``.")
+    version: str = Field(description="The aiops-sentry package version.")
     kafka: KafkaStatus
     store: bool = Field(description="Whether a store for raw metric history is configured.")
     services: int
-    timestamp: datetime
+    timestamp: Timestamp

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from gateway import deps
 from gateway.auth import require_viewer
 from gateway.bridge import KafkaBridge
-from gateway.models import HealthResponse
+from gateway.models import VERSION, HealthResponse
 from gateway.state import LiveState
 from gateway.telemetry import CONTENT_TYPE, GatewayMetrics
 
@@ -41,6 +41,8 @@ async def health(request: Request, state: State, kafka: Kafka) -> dict[str, Any]
     """``ok`` when Kafka is reachable, ``degraded`` otherwise (the gateway then serves what it last saw)."""
     return {
         "status": "ok" if kafka.reachable else "degraded",
+        "service": f"{kafka.settings.app_id}-gateway",
+        "version": VERSION,
         "kafka": {
             "reachable": kafka.reachable,
             "bootstrap": kafka.settings.kafka_bootstrap,

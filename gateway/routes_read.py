@@ -18,6 +18,7 @@ from gateway.models import (
     AnomaliesResponse,
     CatalogResponse,
     RecentMetricsResponse,
+    RecentSample,
     ServicesResponse,
     service_view,
 )
@@ -102,9 +103,10 @@ async def recent_metrics(
     limit: Limit = 100,
     metric_name: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
 ) -> dict[str, Any]:
-    """Raw samples from the store, newest first; 503 when the gateway runs without a store."""
+    """Raw samples from the store, newest first, their tags also as the seed's ``labels``; 503 without a store."""
     samples = await _query(store, "raw metric history", "recent_metrics", service_name, limit, metric_name)
-    return {"metrics": samples, "count": len(samples)}
+    views = [RecentSample.model_validate(sample, from_attributes=True) for sample in samples]
+    return {"metrics": views, "count": len(views)}
 
 
 @router.get("/actions", response_model=ActionLogResponse, tags=["actions"])

@@ -21,10 +21,10 @@ from gateway.bridge import KafkaBridge, KafkaUnavailable
 from gateway.errors import validation_error
 from gateway.models import (
     AcceptedResponse,
-    ActionCommandBase,
     DecisionBody,
     LogsAcceptedResponse,
     command_fields,
+    command_model,
 )
 from gateway.state import LiveState
 from pipeline.policy import CloudRunTarget, GkeTarget, place
@@ -138,21 +138,20 @@ async def _request_action(
         target_type=request.target_type,
         triggered_by=request.triggered_by,
         timestamp=request.requested_at,
+        # Every field, unset ones as null: the seed always sent cluster_name, region and the replica counts.
         metadata=request.model_dump(
-            mode="json", exclude_none=True, exclude={"schema_version", "action_id", "action_type", "service_name"}
+            mode="json", exclude={"schema_version", "action_id", "action_type", "service_name"}
         ),
     )
 
 
 def _action_route(action_type: ActionType) -> None:
-    async def endpoint(
-        command: Annotated[ActionCommandBase, Body()],  # type: ignore[valid-type]
-        catalog: Catalog,
-        kafka: Kafka,
-        state: State,
-        who: Operator,
-    ) -> ActionResult:
+    async def endpoint(command: Any, catalog: Catalog, kafka: Kafka, state: State, who: Operator) -> ActionResult:
         return await _request_action(action_type, command, catalog, kafka, state, who)
+
+    # The body differs by action (rollout_restart defaults to GKE); annotations here are strings, and
+    # FastAPI could not resolve a local name in one, so the body's type is set as an object.
+    endpoint.__annotations__["command"] = Annotated[command_model(action_type), Body()]
 
     endpoint.__doc__ = (
         f"Request a {action_type} (GKE needs cluster_name, Cloud Run needs region, unless the policy file's "
