@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response
+from sse_starlette import EventSourceResponse
 
 from gateway import deps
 from gateway.auth import require_viewer
@@ -22,6 +22,8 @@ from gateway.telemetry import CONTENT_TYPE, GatewayMetrics
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 HEARTBEAT_SECONDS = 15.0
 """A comment line this often keeps proxies from closing an idle stream and lets the client see it is alive."""
+RETRY_MILLISECONDS = 3000
+"""How soon a browser's EventSource reconnects after the stream ends."""
 
 router = APIRouter()
 
@@ -58,33 +60,27 @@ async def health(request: Request, state: State, kafka: Kafka) -> dict[str, Any]
 @router.get(
     "/api/v1/stream",
     dependencies=[Depends(require_viewer)],
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Events: anomaly, health, action."}},
     tags=["live"],
 )
-async def stream(state: State) -> StreamingResponse:
+async def stream(state: State) -> EventSourceResponse:
     """Server-sent events: ``anomaly`` (an Anomaly), ``health`` (a services-list entry), ``action`` (an action-log
     entry), as they arrive on the topics. A client that falls too far behind is disconnected and should reconnect."""
     queue = state.subscribe()
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[dict[str, Any]]:
         try:
-            yield "retry: 3000\n: connected\n\n"
+            yield {"retry": RETRY_MILLISECONDS}
+            # A dropped subscriber's queue is full: it drains, then the stream ends.
             while state.is_subscribed(queue) or not queue.empty():
-                try:
-                    name, data = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
-                except TimeoutError:
-                    yield ": ping\n\n"
-                    continue
-                yield f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+                name, data = await queue.get()
+                yield {"event": name, "data": json.dumps(data, separators=(",", ":"))}
         finally:
             state.unsubscribe(queue)
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    # Lines end in a bare newline, which the dashboard's reader splits on.
+    return EventSourceResponse(events(), ping=HEARTBEAT_SECONDS, sep="\n")
 
 
 @router.get(

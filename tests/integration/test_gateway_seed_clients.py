@@ -1,5 +1,5 @@
 """The seed's clients against the gateway on the real broker: their request bodies as they were sent, and
-the fields their answers had."""
+the fields their answers had; the live stream's heartbeat and its client count in the Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import routes_live
 from gateway.server import BackgroundGateway
 from pipeline.config import Settings
 from schemas import ActionRequest, decode, topics
@@ -151,3 +153,32 @@ async def test_ingest_answers_with_a_utc_timestamp_for_the_seeds_naive_samples(c
     assert logged.status_code == 202, logged.text
     for answer in (accepted.json(), logged.json()):
         assert abs(in_utc(answer["timestamp"]) - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+# --- the live stream -----------------------------------------------------------------------------
+
+
+def live_clients(text: str) -> float:
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == "aiops_gateway_live_clients"]
+    return family.samples[0].value
+
+
+async def test_the_stream_sends_heartbeats_and_its_clients_are_counted(client, monkeypatch):
+    # Read when a stream opens: this one is to send a heartbeat comment every fifth of a second.
+    monkeypatch.setattr(routes_live, "HEARTBEAT_SECONDS", 0.2)
+    before = live_clients((await client.get("/metrics")).text)
+    async with client.stream("GET", "/api/v1/stream", headers=AS_OPERATOR) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.aiter_lines()
+        assert (await asyncio.wait_for(anext(lines), 10)) == "retry: 3000"
+        comments = 0
+        async with asyncio.timeout(10):
+            async for line in lines:
+                comments += line.startswith(":")
+                if comments == 2:
+                    break
+        assert live_clients((await client.get("/metrics")).text) == before + 1
+    deadline = time.monotonic() + 15
+    while live_clients((await client.get("/metrics")).text) != before:
+        assert time.monotonic() < deadline, "the gateway still counts a client that hung up"
+        await asyncio.sleep(0.2)
