@@ -1,11 +1,12 @@
-"""``aiops.anomalies`` → action requests on ``aiops.actions.requests`` (held-back ones as rejected results)."""
+"""``aiops.anomalies`` → action requests on ``aiops.actions.requests`` (held-back ones as rejected results);
+``aiops.incidents`` → the verdicts on those actions (``verified``, ``not_effective``) on ``aiops.actions.results``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.policy import PolicyState, decide
-from schemas import ActionRequest
+from pipeline.policy import PolicyState, decide, follow_incident
+from schemas import ActionRequest, IncidentEvent
 from schemas.topics import ACTION_REQUESTS, ACTION_RESULTS
 
 if TYPE_CHECKING:
@@ -22,11 +23,15 @@ def attach(rt: Runtime, stage: Stage) -> None:
     @rt.app.agent(rt.source(*stage.reads), name=stage.name)
     async def plan_actions(stream):
         async for event in stream.events():
-            anomaly = await rt.emit.decode(event.message)
-            if anomaly is None:
+            message = await rt.emit.decode(event.message)
+            if message is None:
                 continue
             state = states.get(STATE_KEY) or PolicyState()
-            for decision in decide(rt.policy, state, anomaly, offset=event.message.offset):
+            if isinstance(message, IncidentEvent):
+                decisions = follow_incident(state, message)
+            else:
+                decisions = decide(rt.policy, state, message, offset=event.message.offset)
+            for decision in decisions:
                 topic = ACTION_REQUESTS if isinstance(decision, ActionRequest) else ACTION_RESULTS
                 await rt.emit.send_delivered(topic, [decision])
             await states.write({STATE_KEY: state})

@@ -5,7 +5,8 @@ writes and the state it keeps. Read top to bottom, this is the pipeline:
                                                           ├─► aiops.anomalies
                                                           ├─► aiops.incidents (open until the service recovers)
                                                           └─► aiops.service-health (follows open incidents)
-    aiops.anomalies ─policy─► aiops.actions.requests (held-back requests: aiops.actions.results)
+    aiops.anomalies + aiops.incidents ─policy─► aiops.actions.requests (held back, and verdicts on actions
+                                                by their incident's outcome: aiops.actions.results)
     aiops.actions.requests + aiops.actions.approvals ─actuate─► GKE / Cloud Run, aiops.actions.results
     aiops.metrics.samples + aiops.anomalies + aiops.incidents + aiops.actions.results ─sink─► the store
 
@@ -65,8 +66,8 @@ DETECT = Stage(
 )
 POLICY = Stage(
     "policy",
-    reads=(topics.ANOMALIES,),
-    calls=(policy_core.decide,),
+    reads=(topics.ANOMALIES, topics.INCIDENTS),
+    calls=(policy_core.decide, policy_core.follow_incident),
     writes=(topics.ACTION_REQUESTS, topics.ACTION_RESULTS),
     state=(TableSpec("policy", partitioned_like=topics.ANOMALIES),),
     attach=policy.attach,

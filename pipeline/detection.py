@@ -167,7 +167,12 @@ class ServiceDetection:
             anomaly = build_anomaly(window, verdict, model.detector.name, dict(self.snapshot.values))
         end_ms = int(window.window_end.timestamp() * 1000)
         service, metric, incidents = window.service_name, window.metric_name, self.incidents
-        incidents.observe(service, metric, verdict.actual, anomaly, verdict.band, end_ms, settings.incidents)
+        incident_id, news = incidents.observe(
+            service, metric, verdict.actual, anomaly, verdict.band, end_ms, settings.incidents
+        )
+        severity = anomaly.severity if anomaly else None
+        if anomaly is not None:
+            anomaly = anomaly.model_copy(update={"incident_id": incident_id}) if news else None
         if incidents.learns(metric):
             learn(model, verdict)
         for event in incidents.events:
@@ -175,7 +180,7 @@ class ServiceDetection:
                 # The old model never saw the new level: a fresh one learns it as the normal.
                 for name in event.metrics:
                     self.models[name] = SeriesModel.new(settings.detector, settings.anomaly_threshold)
-        self.snapshot.record(metric, verdict.actual, verdict.score, anomaly.severity if anomaly else None, end_ms)
+        self.snapshot.record(metric, verdict.actual, verdict.score, severity, end_ms)
         open_incident = incidents.open
         self.snapshot.incident_severity = open_incident.worst_severity if open_incident else None
         return anomaly, self.snapshot.status()

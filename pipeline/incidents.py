@@ -20,6 +20,11 @@ from datetime import UTC, datetime
 
 from schemas import Anomaly, IncidentChange, IncidentEvent, Resolution, Severity
 
+REMIND_EVERY_WINDOWS = 30
+"""While an incident lasts, a metric that stays anomalous is reported again only this often (five
+minutes of 10-second windows, the default detector's own rest) unless it gets worse: the incident
+says the service is still in trouble; a report per window would bury everything else."""
+
 BAND_SPREADS = 3.0
 """The normal band is the expected value plus or minus this many spreads: under a normal
 distribution nearly every healthy value (99.7 %) lies inside it."""
@@ -45,6 +50,8 @@ class MetricBand:
     calm_windows: int = 0
     windows: int = 0
     """Windows judged since it joined: bounds how long its level may stay away."""
+    reported_at: int = 0
+    """Its window count when an anomaly of it was last reported."""
 
     def holds(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -82,27 +89,38 @@ class ServiceIncidents:
         band: tuple[float, float],
         end_ms: int,
         settings: IncidentSettings,
-    ) -> None:
+    ) -> tuple[str | None, bool]:
         """Take one judged window: ``anomaly`` if it raised one, ``band`` the normal band its
-        detector expected before seeing it."""
+        detector expected before seeing it.
+
+        Returns the id of the incident the window belongs to (None outside one) and whether its
+        anomaly is news to report: it opened the incident, brought a new metric into it, raised its
+        severity, or is the reminder of a metric anomalous for :data:`REMIND_EVERY_WINDOWS`.
+        """
         incident = self.open
         if anomaly is not None and incident is None:
             self._open(service, metric, anomaly, band, end_ms)
-            return
+            return self.open.incident_id if self.open else None, True
         if incident is None:
-            return
+            return None, False
+        news = False
         if anomaly is not None:
-            self._add(service, incident, metric, anomaly, band, end_ms)
+            news = self._add(service, incident, metric, anomaly, band, end_ms)
         elif metric in incident.bands:
             state = incident.bands[metric]
             state.calm_windows = state.calm_windows + 1 if state.holds(value) else 0
         else:
-            return
-        incident.bands[metric].windows += 1
+            return incident.incident_id, False
+        band_state = incident.bands[metric]
+        band_state.windows += 1
+        if anomaly is not None and (news or band_state.windows - band_state.reported_at >= REMIND_EVERY_WINDOWS):
+            band_state.reported_at = band_state.windows
+            news = True
         if all(b.calm_windows >= settings.resolve_windows for b in incident.bands.values()):
             self._resolve(service, Resolution.RECOVERED, "every metric back in its normal band", end_ms)
-        elif incident.bands[metric].windows >= settings.max_windows:
+        elif band_state.windows >= settings.max_windows:
             self._resolve(service, Resolution.LEVEL_SHIFT_ACCEPTED, f"{metric}'s new level taken as normal", end_ms)
+        return incident.incident_id, news
 
     def take_events(self) -> list[IncidentEvent]:
         events, self.events = self.events, []
@@ -127,7 +145,8 @@ class ServiceIncidents:
         anomaly: Anomaly,
         band: tuple[float, float],
         end_ms: int,
-    ) -> None:
+    ) -> bool:
+        """Take in an anomaly of the open incident; whether it changed the incident."""
         incident.anomaly_count += 1
         reasons = []
         if metric not in incident.bands:
@@ -140,6 +159,7 @@ class ServiceIncidents:
             reasons.append(f"severity rose to {anomaly.severity.value}")
         if reasons:
             self._emit(service, IncidentChange.UPDATED, "; ".join(reasons), end_ms)
+        return bool(reasons)
 
     def _resolve(self, service: str, resolution: Resolution, reason: str, end_ms: int) -> None:
         self._emit(service, IncidentChange.RESOLVED, reason, end_ms, resolution)

@@ -11,6 +11,13 @@ after a restart makes the same decisions; the state is kept in a Faust table by 
 - The *circuit breaker* allows at most ``breaker_max_actions`` requests per
   ``breaker_window_seconds`` over all services.
 A request held back by the cooldown or the breaker is reported as a ``rejected`` result.
+
+- *Verification*: an action is judged by its effect. The service's incident (from
+  ``aiops.incidents``) must resolve within ``verify_seconds`` of the request: then the action
+  gets a ``verified`` result; otherwise ``not_effective``, and no further automatic action is
+  taken while that incident stays open. The deadline is checked on event time, whenever an
+  anomaly or an incident event of the service arrives (an open incident keeps raising anomalies
+  as its detector's rests run out).
 """
 
 from __future__ import annotations
@@ -28,7 +35,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.actuation import Guardrails, result_for
 from pipeline.budget import ActionBudget
-from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, ReplicaChange, Severity, TargetType
+from schemas import (
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    ActionType,
+    Anomaly,
+    IncidentChange,
+    IncidentEvent,
+    ReplicaChange,
+    Severity,
+    TargetType,
+)
 from schemas.codec import describe
 from schemas.common import MetricName, ServiceName
 
@@ -85,6 +103,8 @@ class Limits(_Strict):
     incident_gap_seconds: float = Field(120, ge=0)
     breaker_max_actions: int = Field(5, ge=1)
     breaker_window_seconds: float = Field(600, gt=0)
+    verify_seconds: float = Field(300, gt=0)
+    """How long after an action its service's incident has to resolve for the action to count as verified."""
 
 
 class PolicyConfig(_Strict):
@@ -130,10 +150,34 @@ class Incident:
 
 
 @dataclass
+class Verification:
+    """An action waiting for its service's incident to resolve."""
+
+    request: ActionRequest
+    incident_id: str | None
+    deadline_ms: int
+
+
+@dataclass
 class PolicyState:
     incidents: dict[tuple[str, str], Incident] = field(default_factory=dict)
     budget: ActionBudget = field(default_factory=ActionBudget)
     last_offset: int = -1
+    open_incidents: dict[str, str] = field(default_factory=dict)
+    """Per service, the id of its open incident (from ``aiops.incidents``)."""
+    verifying: dict[str, Verification] = field(default_factory=dict)
+    """Per action id, the actions whose effect is still to be judged."""
+    not_effective: set[str] = field(default_factory=set)
+    """Open incidents an action did not resolve: automation has stopped for them."""
+    seen_incident_events: set[str] = field(default_factory=set)
+
+    def __setstate__(self, state: dict) -> None:
+        # State saved before verification existed reads back with nothing to verify.
+        self.__dict__.update(state)
+        for name in ("open_incidents", "verifying"):
+            self.__dict__.setdefault(name, {})
+        for name in ("not_effective", "seen_incident_events"):
+            self.__dict__.setdefault(name, set())
 
 
 Decision = ActionRequest | ActionResult
@@ -149,7 +193,10 @@ def decide(config: PolicyConfig, state: PolicyState, anomaly: Anomaly, offset: i
     if target is None:
         return []
     start_ms, end_ms = _ms(anomaly.window_start), _ms(anomaly.window_end)
-    decisions: list[Decision] = []
+    open_incident = anomaly.incident_id or state.open_incidents.get(anomaly.service_name)
+    decisions: list[Decision] = _overdue(state, anomaly.service_name, open_incident, end_ms)
+    if open_incident in state.not_effective:
+        return decisions
     for rule in config.rules:
         if not rule.matches(anomaly, target):
             continue
@@ -163,8 +210,70 @@ def decide(config: PolicyConfig, state: PolicyState, anomaly: Anomaly, offset: i
             decisions.append(result_for(request, ActionStatus.REJECTED, held_back))
             continue
         state.budget.spend(request.service_name, request.action_type.value, end_ms)
+        deadline = end_ms + int(config.limits.verify_seconds * 1000)
+        state.verifying[request.action_id] = Verification(request, open_incident, deadline)
         decisions.append(request)
     return decisions
+
+
+def follow_incident(state: PolicyState, event: IncidentEvent) -> list[ActionResult]:
+    """Take in an incident event: the verdicts on the actions it settles."""
+    if event.event_id in state.seen_incident_events:
+        return []
+    state.seen_incident_events.add(event.event_id)
+    service, at_ms = event.service_name, _ms(event.updated_at)
+    if event.change is not IncidentChange.RESOLVED:
+        state.open_incidents[service] = event.incident_id
+        return _overdue(state, service, event.incident_id, at_ms)
+    results = []
+    for action_id, waiting in list(state.verifying.items()):
+        if waiting.request.service_name != service or waiting.incident_id not in (None, event.incident_id):
+            continue
+        del state.verifying[action_id]
+        if at_ms <= waiting.deadline_ms:
+            early = (waiting.deadline_ms - at_ms) / 1000
+            message = f"the incident resolved {early:.0f}s before the verification deadline"
+            verdict = result_for(waiting.request, ActionStatus.VERIFIED, message, {"incident_id": event.incident_id})
+            results.append(verdict)
+        else:
+            results.append(_not_effective(waiting, event.incident_id))
+    if state.open_incidents.get(service) == event.incident_id:
+        del state.open_incidents[service]
+    state.not_effective.discard(event.incident_id)
+    if len(state.seen_incident_events) > MAX_REMEMBERED_EVENTS:
+        state.seen_incident_events.clear()
+    return results
+
+
+MAX_REMEMBERED_EVENTS = 10_000
+"""Incident event ids remembered to recognise replays; forgetting them all at once costs at most a
+replayed verdict, which consumers deduplicate by (action id, status)."""
+
+
+def _overdue(state: PolicyState, service: str, incident_id: str | None, now_ms: int) -> list[ActionResult]:
+    """``not_effective`` for the service's actions whose deadline passed while their incident,
+    ``incident_id``, is still open (it is still raising anomalies or changing)."""
+    results = []
+    for action_id, waiting in list(state.verifying.items()):
+        if waiting.request.service_name != service or now_ms <= waiting.deadline_ms:
+            continue
+        if waiting.incident_id is None:
+            del state.verifying[action_id]  # no incident to judge it by (a detect stage without incidents)
+        elif waiting.incident_id == incident_id:
+            del state.verifying[action_id]
+            state.not_effective.add(incident_id)
+            results.append(_not_effective(waiting, incident_id))
+    return results
+
+
+def _not_effective(waiting: Verification, incident_id: str) -> ActionResult:
+    return result_for(
+        waiting.request,
+        ActionStatus.NOT_EFFECTIVE,
+        "the incident did not resolve within the verification time: no further automatic action on it; "
+        "the next step is a human's",
+        {"incident_id": incident_id},
+    )
 
 
 def _track(state: PolicyState, limits: Limits, key: tuple[str, str], start_ms: int, end_ms: int) -> Incident | None:

@@ -51,6 +51,10 @@ class ActionStatus(StrEnum):
     DRY_RUN = "dry_run"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
+    VERIFIED = "verified"
+    """The incident the action was for resolved within the policy's ``verify_seconds``."""
+    NOT_EFFECTIVE = "not_effective"
+    """It did not: no further automatic action on that incident, the next step is a human's."""
 
 
 class ReplicaChange(BaseModel):

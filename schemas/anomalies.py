@@ -49,3 +49,5 @@ class Anomaly(Event):
     is_anomaly: bool = True
     model: ShortText
     metric_values: Annotated[dict[MetricName, FiniteFloat], Field(max_length=256)] = Field(default_factory=dict)
+    incident_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    """The incident (``aiops.incidents``) this anomaly opened or belongs to."""

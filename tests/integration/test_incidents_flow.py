@@ -7,8 +7,19 @@ import signal
 from collections import Counter
 
 import pytest
+import yaml
 
-from schemas import Anomaly, IncidentChange, IncidentEvent, Resolution, decode, topics
+from schemas import (
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    Anomaly,
+    IncidentChange,
+    IncidentEvent,
+    Resolution,
+    decode,
+    topics,
+)
 from tests.support import SECOND, FleetRun, consume_until, wait_until_drained
 
 pytestmark = pytest.mark.integration
@@ -54,3 +65,26 @@ async def test_an_incident_opens_and_resolves_exactly_once_across_a_worker_kill(
     assert spike_end <= resolved[0].resolved_at <= spike_end + 6 * 10 * SECOND, "resolved within five windows"
     anomalies = await run.read(kafka_bootstrap, topics.ANOMALIES, Anomaly)
     assert resolved[0].anomaly_count >= 1 and anomalies
+
+
+async def test_an_action_that_does_not_resolve_its_incident_is_not_effective_and_not_repeated(
+    kafka_bootstrap, workers, tmp_path
+):
+    run = FleetRun(tmp_path)
+    policy = yaml.safe_load(run.policy_file.read_text())
+    policy["limits"] = {"cooldown_seconds": 0, "incident_gap_seconds": 60, "verify_seconds": 60}
+    run.policy_file.write_text(yaml.safe_dump(policy))
+    run.latency_incident(at_seconds=200, seconds=900)  # far longer than the detector's rests
+    workers.start(**run.env)
+    await run.publish(kafka_bootstrap, 0, 1150)
+    await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS + [topics.INCIDENTS.name], timeout=240)
+
+    anomalies = await run.read(kafka_bootstrap, topics.ANOMALIES, Anomaly)
+    latency = sorted({a.window_start for a in anomalies if a.metric_name == "latency_p95"})
+    assert latency[-1] - latency[0] > 120 * SECOND, "the incident's reminders came after the policy's gap"
+    assert len(latency) < 10, "inside the incident only news and reminders are reported"
+    requests = await run.read(kafka_bootstrap, topics.ACTION_REQUESTS, ActionRequest)
+    assert len({r.action_id for r in requests}) == 1, "not_effective stops automation on that incident"
+    results = await run.read(kafka_bootstrap, topics.ACTION_RESULTS, ActionResult)
+    verdicts = [r for r in results if r.status in (ActionStatus.VERIFIED, ActionStatus.NOT_EFFECTIVE)]
+    assert {(r.action_id, r.status) for r in verdicts} == {(requests[0].action_id, ActionStatus.NOT_EFFECTIVE)}

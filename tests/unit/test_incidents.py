@@ -110,3 +110,20 @@ def test_a_snapshot_saved_before_incidents_existed_reads_as_none_open():
     snapshot = ServiceSnapshot()
     del snapshot.__dict__["incident_severity"]
     assert snapshot.status() is HealthStatus.HEALTHY
+
+
+def test_inside_an_incident_only_news_and_reminders_are_reported():
+    from pipeline.incidents import REMIND_EVERY_WINDOWS
+
+    incidents, patient = ServiceIncidents(), IncidentSettings(resolve_windows=3, max_windows=1000)
+    end = int(T0.timestamp() * 1000)
+    reported = []
+    for index in range(2 * REMIND_EVERY_WINDOWS + 10):
+        severity = Severity.CRITICAL if index == 7 else Severity.HIGH
+        incident_id, news = incidents.observe(
+            "svc", "latency_p95", 500.0, anomaly("latency_p95", index, severity), BAND, end + index, patient
+        )
+        assert incident_id == incidents.open.incident_id
+        if news:
+            reported.append(index)
+    assert reported == [0, 7, REMIND_EVERY_WINDOWS + 7, 2 * REMIND_EVERY_WINDOWS + 7]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.policy import PolicyConfig, PolicyFileError, PolicyState, decide, load_policy, place
-from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, TargetType
+from pipeline.policy import PolicyConfig, PolicyFileError, PolicyState, decide, follow_incident, load_policy, place
+from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, IncidentEvent, TargetType
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
 
@@ -46,7 +46,11 @@ POLICY = {
 
 
 def anomaly(
-    window: int, service: str = "payment-api", metric: str = "latency_p95", severity: str = "critical"
+    window: int,
+    service: str = "payment-api",
+    metric: str = "latency_p95",
+    severity: str = "critical",
+    incident_id: str | None = None,
 ) -> Anomaly:
     start = T0 + timedelta(seconds=10 * window)
     return Anomaly(
@@ -60,6 +64,7 @@ def anomaly(
         actual_value=900,
         severity=severity,
         model="robust_zscore",
+        incident_id=incident_id,
     )
 
 
@@ -200,3 +205,50 @@ def test_the_catalog_fills_in_where_a_manually_requested_service_runs():
         "service_name": "unknown",
         "target_type": TargetType.GKE,
     }
+
+
+def incident(change: str, window: int, incident_id: str = "incident-1", service: str = "payment-api"):
+    at = T0 + timedelta(seconds=10 * (window + 1))
+    return IncidentEvent(
+        event_id=f"{incident_id}-{change}-{window}", incident_id=incident_id, change=change, service_name=service,
+        metrics=["latency_p95"], first_severity="critical", worst_severity="critical", started_at=T0, updated_at=at,
+        anomaly_count=1, reason="test", resolved_at=at if change == "resolved" else None,
+        resolution="recovered" if change == "resolved" else None,
+    )  # fmt: skip
+
+
+def test_an_action_whose_incident_resolves_in_time_is_verified(config):
+    state = PolicyState()
+    [request] = run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    [verdict] = follow_incident(state, incident("resolved", 20))  # 190 s later, inside the 300 s default
+    assert verdict.action_id == request.action_id and verdict.status is ActionStatus.VERIFIED
+    assert verdict.metadata["incident_id"] == "incident-1"
+    assert follow_incident(state, incident("resolved", 20)) == [], "a replayed event settles nothing again"
+
+
+def test_an_action_that_does_not_help_stops_automation_for_that_incident(config):
+    config = config.model_copy(update={"limits": config.limits.model_copy(update={"cooldown_seconds": 0})})
+    state = PolicyState()
+    [request] = run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    # 400 s on, the same incident still raises anomalies: past the deadline
+    [verdict] = run(config, state, anomaly(40, incident_id="incident-1"), anomaly(41, incident_id="incident-1"))
+    assert verdict.status is ActionStatus.NOT_EFFECTIVE and verdict.action_id == request.action_id
+    assert "human" in verdict.message and verdict.metadata["incident_id"] == "incident-1"
+    again = run(config, state, anomaly(60, incident_id="incident-1"), anomaly(61, incident_id="incident-1"))
+    assert again == [], "no second automatic action on that incident"
+    assert follow_incident(state, incident("resolved", 70)) == []
+    [fresh] = run(config, state, anomaly(90, incident_id="incident-2"), anomaly(91, incident_id="incident-2"))
+    assert isinstance(fresh, ActionRequest), "a new incident may be acted on again"
+
+
+def test_a_late_resolution_is_not_effective_too(config):
+    state = PolicyState()
+    [request] = run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    [verdict] = follow_incident(state, incident("resolved", 60))  # 590 s later: past the 300 s deadline
+    assert verdict.status is ActionStatus.NOT_EFFECTIVE and verdict.action_id == request.action_id
+
+
+def test_an_action_on_a_service_without_incidents_gets_no_verdict(config):
+    state = PolicyState()
+    run(config, state, anomaly(0), anomaly(1))
+    assert run(config, state, anomaly(40)) == [] and state.verifying == {}
