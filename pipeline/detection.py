@@ -64,14 +64,6 @@ class Verdict:
     """The normal band the detector expected before it saw this window."""
 
 
-def judge(model: SeriesModel, window: WindowAggregate, warmup_windows: int) -> Verdict | None:
-    """Score then learn ``window``; None when the window was already judged."""
-    verdict = score_window(model, window, warmup_windows)
-    if verdict is not None:
-        learn(model, verdict)
-    return verdict
-
-
 def score_window(model: SeriesModel, window: WindowAggregate, warmup_windows: int) -> Verdict | None:
     """Score ``window``; None when the window was already judged. :func:`learn` takes it in after,
     unless the series is in an open incident."""

@@ -8,13 +8,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.detection import SeriesModel, anomaly_id, build_anomaly, judge, severity_for
+from pipeline.detection import SeriesModel, Verdict, anomaly_id, build_anomaly, learn, score_window, severity_for
 from pipeline.detectors import make_detector
 from pipeline.detectors.robust_zscore import RobustZScore
 from pipeline.health import ServiceSnapshot, threshold_status
 from schemas import HealthStatus, Severity, WindowAggregate
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
+
+
+def judge(model: SeriesModel, window: WindowAggregate, warmup_windows: int) -> Verdict | None:
+    """Score then learn a window, as the detect stage does outside an incident."""
+    verdict = score_window(model, window, warmup_windows)
+    if verdict is not None:
+        learn(model, verdict)
+    return verdict
 
 
 def window(i: int, value: float, metric: str = "latency_p95") -> WindowAggregate:
