@@ -1,7 +1,7 @@
 """The gateway's one connection to Kafka: a consumer that keeps :class:`LiveState` current, a producer for writes.
 
 The consumer uses no consumer group: every gateway reads everything it shows, replaying the
-compacted ``aiops.service-health`` from its beginning and the last events of the anomaly and
+compacted ``aiops.service-health`` from its beginning and the last events of the anomaly, incident and
 action topics, then follows them. While Kafka is away the gateway keeps serving what it knows,
 says so in its health, and retries with backoff.
 """
@@ -23,7 +23,13 @@ from schemas import topics
 
 log = logging.getLogger("aiops.gateway.kafka")
 
-FOLLOWED = (topics.SERVICE_HEALTH, topics.ANOMALIES, topics.ACTION_REQUESTS, topics.ACTION_RESULTS)
+FOLLOWED = (
+    topics.SERVICE_HEALTH,
+    topics.ANOMALIES,
+    topics.INCIDENTS,
+    topics.ACTION_REQUESTS,
+    topics.ACTION_RESULTS,
+)
 REPLAY_RECENT = 1000
 """Records per partition replayed at start from the non-compacted topics: enough to fill the recents."""
 SEND_TIMEOUT_SECONDS = 15.0

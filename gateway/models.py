@@ -13,7 +13,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 from pydantic.fields import FieldInfo
 
-from schemas import ActionDecision, ActionRequest, ActionResult, ActionType, Anomaly, MetricSample, ServiceHealth
+from schemas import (
+    ActionDecision,
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    ActionType,
+    Anomaly,
+    IncidentEvent,
+    MetricSample,
+    ServiceHealth,
+)
 from schemas.actions import TargetType
 from schemas.common import ServiceName, UtcDatetime
 
@@ -170,6 +180,41 @@ class ActionHistoryResponse(BaseModel):
 
 class ActionLogResponse(BaseModel):
     actions: list[ActionLogEntry]
+    count: int
+
+
+Verdict = Literal[ActionStatus.VERIFIED, ActionStatus.NOT_EFFECTIVE]
+"""What the policy concluded about an action from its incident: resolved in time, or not."""
+
+
+class IncidentAction(_ActionSummary):  # type: ignore[valid-type,misc]
+    """An action taken on an incident, with the policy's verdict on it once there is one: the verdict
+    stays visible even when a later result (a slow actuator's) becomes the action's latest status."""
+
+    updated_at: Timestamp
+    verification: Verdict | None = Field(
+        None, description="verified or not_effective once the policy has judged the action, else None."
+    )
+    verified_at: Timestamp | None = Field(None, description="When the verdict was given.")
+
+
+class IncidentView(IncidentEvent):
+    """An incident as its latest event says, with how long it has lasted and the actions taken on it."""
+
+    status: Literal["open", "resolved"]
+    duration_seconds: float = Field(
+        ge=0, description="Until it resolved (resolved_at, else updated_at); while open, until now."
+    )
+    actions: list[IncidentAction] = Field(
+        default_factory=list,
+        description="Actions whose results name this incident or whose request came from one of its anomalies.",
+    )
+
+
+class IncidentsResponse(BaseModel):
+    """Open incidents first, newest first; then resolved ones, most recently updated first."""
+
+    incidents: list[IncidentView]
     count: int
 
 

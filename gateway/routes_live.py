@@ -61,12 +61,15 @@ async def health(request: Request, state: State, kafka: Kafka) -> dict[str, Any]
     "/api/v1/stream",
     dependencies=[Depends(require_viewer)],
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Events: anomaly, health, action."}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Events: anomaly, health, action, incident."}
+    },
     tags=["live"],
 )
 async def stream(state: State) -> EventSourceResponse:
     """Server-sent events: ``anomaly`` (an Anomaly), ``health`` (a services-list entry), ``action`` (an action-log
-    entry), as they arrive on the topics. A client that falls too far behind is disconnected and should reconnect."""
+    entry), ``incident`` (an incidents-list entry: on each change of the incident or of an action on it), as they
+    arrive on the topics. A client that falls too far behind is disconnected and should reconnect."""
     queue = state.subscribe()
 
     async def events() -> AsyncIterator[dict[str, Any]]:

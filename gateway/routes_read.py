@@ -1,22 +1,24 @@
-"""Read endpoints of the seed API: services, anomalies, recent raw metrics, the action log; and the catalog."""
+"""Read endpoints of the seed API: services, anomalies, raw metrics, the action log; the catalog and incidents."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from gateway import deps
 from gateway.auth import require_viewer
+from gateway.incidents import StatusFilter, latest_per_incident
 from gateway.models import (
     ActionHistoryResponse,
     ActionLogResponse,
     AnomaliesResponse,
     CatalogResponse,
+    IncidentsResponse,
     RecentMetricsResponse,
     RecentSample,
     ServicesResponse,
@@ -79,6 +81,38 @@ async def action_history(store: StoreDep, limit: Limit = 100, service_name: Serv
     """Every recorded action result, newest first, from the store (older than what the gateway keeps)."""
     results = await _query(store, "the action history", "action_log", limit, service_name)
     return {"results": results, "count": len(results)}
+
+
+HISTORY_EVENTS_PER_INCIDENT = 20
+"""The store keeps every event of an incident: this many are read per incident asked for (up to
+:data:`MAX_HISTORY_EVENTS`), and an incident's newest event among them is its state."""
+MAX_HISTORY_EVENTS = 5000
+
+
+@router.get("/incidents", response_model=IncidentsResponse, responses=STORE_ERRORS, tags=["incidents"])
+async def incidents(
+    state: State,
+    store: StoreDep,
+    limit: Limit = 50,
+    service_name: ServiceFilter = None,
+    status: Annotated[StatusFilter, Query(description="open, resolved or all (the default).")] = "all",
+    source: Annotated[
+        Literal["live", "store"],
+        Query(description="live: the last 1000 incidents the gateway saw (the default); store: the store's history."),
+    ] = "live",
+) -> dict[str, Any]:
+    """Incidents, open ones first (newest first), then resolved ones (most recently updated first): each one's
+    latest event with its duration and the actions taken on it, with the policy's verdict
+    (``verified`` / ``not_effective``) on each once given."""
+    now = datetime.now(UTC)
+    if source == "live":
+        found = state.incident_list(limit, service_name, status, now)
+    else:
+        events_wanted = min(limit * HISTORY_EVENTS_PER_INCIDENT, MAX_HISTORY_EVENTS)
+        events = await _query(store, "incident history", "incidents", events_wanted, service_name)
+        results = await _query(store, "incident history", "action_log", events_wanted, service_name)
+        found = state.incident_views(latest_per_incident(events), limit, status, now, history=results)
+    return {"incidents": found, "count": len(found)}
 
 
 async def _query(store: Any, what: str, method: str, *args: Any) -> list[Any]:

@@ -1,9 +1,10 @@
-"""What the gateway knows from the topics: latest health per service, recent anomalies, the action log.
+"""What the gateway knows from the topics: latest health per service, recent anomalies and incidents,
+the action log.
 
 Kept in memory and bounded, rebuilt on start from the topics themselves (the compacted health
 topic from its beginning, the last events of the others), so the gateway holds no state of its
 own and any number of gateways can run side by side. Kafka delivers at least once: anomalies are
-deduplicated by id, action events by (action_id, status).
+deduplicated by id, incident events by event_id, action events by (action_id, status).
 """
 
 from __future__ import annotations
@@ -11,18 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.models import ActionLogEntry, service_view
-from schemas import ActionRequest, ActionResult, ActionStatus, Anomaly, DecodeError, ServiceHealth, decode, topics
+from gateway.incidents import StatusFilter, incident_view, ordered, supersedes
+from gateway.models import ActionLogEntry, IncidentView, service_view
+from schemas import (
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    Anomaly,
+    DecodeError,
+    IncidentEvent,
+    ServiceHealth,
+    decode,
+    topics,
+)
 
 log = logging.getLogger("aiops.gateway.state")
 
 MAX_ANOMALIES = 1000
 MAX_ACTIONS = 1000
+MAX_INCIDENTS = 1000
 SUBSCRIBER_QUEUE = 256
 """Events buffered per live client; a client that falls further behind is dropped and reconnects."""
 
@@ -60,15 +75,29 @@ class ActionTrail:
         return self.request.requested_at.timestamp() if self.request else 0.0
 
 
+@dataclass
+class IncidentTrail:
+    """An incident's latest event, and the ids of every event of it seen, to recognise redeliveries."""
+
+    latest: IncidentEvent
+    event_ids: set[str] = field(default_factory=set)
+
+
 class LiveState:
     """The gateway's view of the pipeline, updated by the Kafka bridge and read by the routes."""
 
-    def __init__(self, max_anomalies: int = MAX_ANOMALIES, max_actions: int = MAX_ACTIONS) -> None:
+    def __init__(
+        self, max_anomalies: int = MAX_ANOMALIES, max_actions: int = MAX_ACTIONS, max_incidents: int = MAX_INCIDENTS
+    ) -> None:
         self.services: dict[str, ServiceHealth] = {}
         self.anomalies: deque[Anomaly] = deque(maxlen=max_anomalies)
-        self._anomaly_ids: set[str] = set()
+        self._anomaly_incidents: dict[str, str | None] = {}
+        """The id of every anomaly kept, with its incident's: links an action request to its incident."""
         self.actions: OrderedDict[str, ActionTrail] = OrderedDict()
         self._max_actions = max_actions
+        self.incidents: OrderedDict[str, IncidentTrail] = OrderedDict()
+        """By incident id, in the order first seen: the oldest is dropped beyond the bound."""
+        self._max_incidents = max_incidents
         self.events_seen: Counter[str] = Counter()
         self.decode_errors: Counter[str] = Counter()
         self._subscribers: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = set()
@@ -96,36 +125,62 @@ class LiveState:
                 self.apply_request(event)
             case ActionResult():
                 self.apply_result(event)
+            case IncidentEvent():
+                self.apply_incident(event)
 
     def apply_health(self, health: ServiceHealth) -> None:
         previous = self.services.get(health.service_name)
         if previous is not None and previous.last_updated > health.last_updated:
             return  # an older snapshot replayed after a newer one
         self.services[health.service_name] = health
-        self._publish("health", service_view(health))
+        self._publish("health", lambda: service_view(health))
 
     def apply_anomaly(self, anomaly: Anomaly) -> None:
-        if anomaly.id in self._anomaly_ids:
+        if anomaly.id in self._anomaly_incidents:
             return
         if len(self.anomalies) == self.anomalies.maxlen:
-            self._anomaly_ids.discard(self.anomalies[0].id)
+            self._anomaly_incidents.pop(self.anomalies[0].id, None)
         self.anomalies.append(anomaly)
-        self._anomaly_ids.add(anomaly.id)
-        self._publish("anomaly", anomaly)
+        self._anomaly_incidents[anomaly.id] = anomaly.incident_id
+        self._publish("anomaly", lambda: anomaly)
 
     def apply_request(self, request: ActionRequest) -> None:
         trail = self._trail(request.action_id)
         if trail.request is not None:
             return
         trail.request = request
-        self._publish("action", trail.entry())
+        self._publish("action", trail.entry)
+        self._republish_incident_of(trail)
 
     def apply_result(self, result: ActionResult) -> None:
         trail = self._trail(result.action_id)
         if any(seen.status == result.status and seen.message == result.message for seen in trail.results):
             return
         trail.results.append(result)
-        self._publish("action", trail.entry())
+        self._publish("action", trail.entry)
+        self._republish_incident_of(trail)
+
+    def apply_incident(self, event: IncidentEvent) -> None:
+        trail = self.incidents.get(event.incident_id)
+        if trail is None:
+            trail = self.incidents[event.incident_id] = IncidentTrail(event)
+            while len(self.incidents) > self._max_incidents:
+                self.incidents.popitem(last=False)
+        elif event.event_id in trail.event_ids:
+            return
+        trail.event_ids.add(event.event_id)
+        if trail.latest is not event:
+            if not supersedes(event, trail.latest):
+                return  # an older state replayed after a newer one
+            trail.latest = event
+        self._publish("incident", lambda: self._incident_view(event))
+
+    def _republish_incident_of(self, trail: ActionTrail) -> None:
+        """The incident an action is on shows its actions: it changed too."""
+        incident = self._incident_of(trail)
+        if incident is not None and incident in self.incidents:
+            latest = self.incidents[incident].latest
+            self._publish("incident", lambda: self._incident_view(latest))
 
     def _trail(self, action_id: str) -> ActionTrail:
         trail = self.actions.get(action_id)
@@ -155,6 +210,59 @@ class LiveState:
         ]
         return entries[:limit]
 
+    def incident_list(
+        self, limit: int, service_name: str | None = None, status: StatusFilter = "all", now: datetime | None = None
+    ) -> list[IncidentView]:
+        """Open incidents first, newest first; then resolved ones, most recently updated first."""
+        events = [
+            trail.latest
+            for trail in self.incidents.values()
+            if service_name is None or trail.latest.service_name == service_name
+        ]
+        return self.incident_views(events, limit, status, now)
+
+    def incident_views(
+        self,
+        events: Iterable[IncidentEvent],
+        limit: int,
+        status: StatusFilter = "all",
+        now: datetime | None = None,
+        history: Iterable[ActionResult] = (),
+    ) -> list[IncidentView]:
+        """``events`` (one per incident, from here or the store) in the incidents list's order, with their
+        actions: those this gateway knows, and those whose results in ``history`` (the store's) name them."""
+        chosen = ordered(events, status)[:limit]
+        now = now or datetime.now(UTC)
+        by_incident = self._actions_by_incident(history)
+        return [incident_view(event, by_incident.get(event.incident_id, []), now) for event in chosen]
+
+    def _incident_view(self, event: IncidentEvent) -> IncidentView:
+        return incident_view(event, self._actions_by_incident().get(event.incident_id, []), datetime.now(UTC))
+
+    def _incident_of(self, trail: ActionTrail) -> str | None:
+        """The incident an action is on: the one its verdict names, else the one of the anomaly that asked for it."""
+        for result in reversed(trail.results):
+            incident = result.metadata.get("incident_id")
+            if isinstance(incident, str) and incident:
+                return incident
+        if trail.request is not None and trail.request.anomaly_id:
+            return self._anomaly_incidents.get(trail.request.anomaly_id)
+        return None
+
+    def _actions_by_incident(self, history: Iterable[ActionResult] = ()) -> dict[str, list[ActionLogEntry]]:
+        found: dict[str, list[ActionLogEntry]] = {}
+        for trail in self.actions.values():
+            if (incident := self._incident_of(trail)) is not None:
+                found.setdefault(incident, []).append(trail.entry())
+        older: dict[str, ActionTrail] = {}
+        for result in sorted(history, key=lambda r: r.timestamp):
+            if result.action_id not in self.actions:
+                older.setdefault(result.action_id, ActionTrail(result.action_id)).results.append(result)
+        for trail in older.values():
+            if (incident := self._incident_of(trail)) is not None:
+                found.setdefault(incident, []).append(trail.entry())
+        return found
+
     # --- live subscribers (server-sent events) ---------------------------------------------------
 
     def subscribe(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
@@ -172,10 +280,11 @@ class LiveState:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    def _publish(self, event: str, payload: BaseModel) -> None:
+    def _publish(self, event: str, payload: Callable[[], BaseModel]) -> None:
+        """Send ``payload()`` to every live client; it is only built when someone listens."""
         if not self._subscribers:
             return
-        data = payload.model_dump(mode="json")
+        data = payload().model_dump(mode="json")
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait((event, data))

@@ -27,7 +27,17 @@ from gateway.models import (
     command_model,
 )
 from pipeline.config import Settings
-from schemas import ActionRequest, ActionResult, ActionType, Anomaly, MetricSample, ServiceHealth, encode, topics
+from schemas import (
+    ActionRequest,
+    ActionResult,
+    ActionType,
+    Anomaly,
+    IncidentEvent,
+    MetricSample,
+    ServiceHealth,
+    encode,
+    topics,
+)
 
 VIEWER = "unit-viewer-token"
 AS_VIEWER = {"Authorization": f"Bearer {VIEWER}"}
@@ -67,12 +77,21 @@ def result(status: str, seconds: int) -> ActionResult:
     )  # fmt: skip
 
 
+def incident() -> IncidentEvent:
+    return IncidentEvent(
+        event_id="e-1", incident_id="i-1", change="resolved", service_name="payment-api", metrics=["latency_p95"],
+        first_severity="critical", worst_severity="critical", started_at=AT, updated_at=AT + timedelta(minutes=1),
+        resolved_at=AT + timedelta(minutes=1), resolution="recovered", anomaly_count=1, reason="back to normal",
+    )  # fmt: skip
+
+
 @pytest.fixture
 def store(tmp_path) -> Iterator[SqliteStore]:
     with SqliteStore(tmp_path / "seed.sqlite") as store:
         store.write_metrics([MetricSample.model_validate(SEED_SAMPLE)])
         store.write_anomalies([anomaly()])
         store.write_action_results([result("in_progress", 1), result("success", 2)])
+        store.write_incidents([incident()])
         yield store
 
 
@@ -86,6 +105,11 @@ def app(store):
     live.apply(topics.ANOMALIES.name, encode(anomaly()))
     live.apply(topics.ACTION_REQUESTS.name, encode(request()))
     live.apply(topics.ACTION_RESULTS.name, encode(result("pending", 1)))
+    live.apply(topics.INCIDENTS.name, encode(incident()))
+    live.apply(
+        topics.ACTION_RESULTS.name,
+        encode(result("verified", 90).model_copy(update={"metadata": {"incident_id": "i-1"}})),
+    )
     return app
 
 
@@ -156,10 +180,13 @@ async def test_every_time_the_gateway_reads_out_ends_in_z(app):
         found += [(path + where, text) for where, text in times_in((await get(app, path)).json())]
     window = {"start": (AT - timedelta(hours=1)).isoformat(), "end": (AT + timedelta(hours=1)).isoformat()}
     found += [("range" + w, t) for w, t in times_in((await get(app, "/api/v1/anomalies", **window)).json())]
+    found += [("history" + w, t) for w, t in times_in((await get(app, "/api/v1/incidents", source="store")).json())]
 
     wheres = {where.split(".")[0].split("[")[0] for where, _ in found}
     assert {"/api/v1/health", "/api/v1/services", "/api/v1/anomalies", "/api/v1/actions", "range"} <= wheres
-    assert {"/api/v1/actions/history", "/api/v1/metrics/recent"} <= wheres
+    assert {"/api/v1/actions/history", "/api/v1/metrics/recent", "/api/v1/incidents", "history"} <= wheres
+    incident_times = {where for where, _ in found if where.startswith("/api/v1/incidents")}
+    assert "/api/v1/incidents.incidents[0].actions[0].verified_at" in incident_times
     assert [(where, text) for where, text in found if not text.endswith("Z")] == []
     anomaly_times = {text for where, text in found if where.startswith("/api/v1/anomalies.anomalies[0].timestamp")}
     assert anomaly_times == {"2026-01-05T10:00:00.250000Z"}, "a +02:00 time is answered in UTC"
