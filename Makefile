@@ -1,12 +1,13 @@
 # The two commands: `make demo` runs the pipeline locally, `make test` runs every test.
-# Both set up what they need: system packages (Java, Maven, Chromium) if missing, the venv, the Kafka jars.
+# Both set up what they need: system packages (Java, Maven, Chromium, Go) if missing, the venv, the Kafka jars,
+# and a Kubernetes API server built from source (minutes, once per machine; cached in ~/.cache/aiops-sentry).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps kafka-jars clean
+.PHONY: demo test setup system-deps kafka-jars kube-binaries clean
 
 demo: setup
 	$(BIN)/aiops demo
@@ -14,12 +15,16 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-setup: system-deps $(STAMP) kafka-jars
+setup: system-deps $(STAMP) kafka-jars kube-binaries
 
 system-deps:
 	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! test -x /usr/bin/chromium; then \
 	  echo "installing Java 17, Maven and Chromium (apt)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless maven chromium; \
+	fi
+	@if ! command -v go >/dev/null && ! test -x /usr/local/go/bin/go; then \
+	  echo "installing Go (apt): Go 1.21 or newer fetches the toolchain Kubernetes asks for by itself"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-go; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -31,6 +36,10 @@ $(STAMP): pyproject.toml
 
 kafka-jars: $(STAMP)
 	$(BIN)/python -m aiops.kafka_local --fetch-only
+
+# etcd, kube-apiserver and kube-controller-manager for the GKE tests; skipped when already built.
+kube-binaries: $(STAMP)
+	$(BIN)/python -m aiops.kube_local --build-only
 
 clean:
 	rm -rf $(VENV) .aiops build *.egg-info
