@@ -22,9 +22,11 @@ from pipeline.config import Settings
 from schemas import (
     ActionDecision,
     ActionRequest,
+    ActionResult,
     ActionStatus,
     ActionType,
     Anomaly,
+    IncidentEvent,
     LogRecord,
     MetricBatch,
     ServiceHealth,
@@ -378,6 +380,85 @@ async def test_stream_delivers_a_new_anomaly_as_a_server_sent_event(client, kafk
 
         data = await asyncio.wait_for(next_anomaly(), 30)
     assert data["service_name"] == service and data["severity"] == "critical"
+
+
+def incident_for(service: str, change: str, started: datetime, minutes: int) -> IncidentEvent:
+    values: dict[str, Any] = {
+        "event_id": f"{service}-{change}",
+        "incident_id": f"incident-{service}",
+        "change": change,
+        "service_name": service,
+        "metrics": ["latency_p95", "error_rate"],
+        "first_severity": "high",
+        "worst_severity": "critical",
+        "started_at": started,
+        "updated_at": started + timedelta(minutes=minutes),
+        "anomaly_count": 3,
+        "reason": change,
+    }
+    if change == "resolved":
+        values |= {"resolved_at": values["updated_at"], "resolution": "recovered"}
+    return IncidentEvent(**values)
+
+
+async def next_event(lines: Any, name: str, wanted: Callable[[dict], bool]) -> dict:
+    """The data of the next server-sent event called ``name`` that ``wanted`` accepts."""
+    event = None
+    async for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == name:
+            data = json.loads(line.removeprefix("data: "))
+            if wanted(data):
+                return data
+    raise AssertionError("the stream ended")
+
+
+async def test_incidents_follow_their_topic_with_the_verdicts_on_their_actions(client, kafka_bootstrap):
+    service, started = unique("incident"), datetime.now(UTC) - timedelta(minutes=10)
+    opened, resolved = incident_for(service, "opened", started, 1), incident_for(service, "resolved", started, 6)
+    verdict = ActionResult(
+        action_id=unique("verdict"), action_type="rollout_restart", status="verified", message="resolved in time",
+        service_name=service, target_type="gke", metadata={"incident_id": opened.incident_id},
+    )  # fmt: skip
+    key = service.encode()
+    ours = {"params": {"service_name": service}, "headers": AS_VIEWER}
+    async with client.stream("GET", "/api/v1/stream", headers=AS_VIEWER) as stream:
+        lines = stream.aiter_lines()
+        assert (await asyncio.wait_for(anext(lines), 10)).startswith("retry:")
+        await produce(kafka_bootstrap, topics.INCIDENTS.name, [(key, encode(opened))])
+        live = await asyncio.wait_for(next_event(lines, "incident", lambda d: d["service_name"] == service), 30)
+        assert live["status"] == "open" and live["incident_id"] == opened.incident_id and live["actions"] == []
+
+        await produce(kafka_bootstrap, topics.ACTION_RESULTS.name, [(key, encode(verdict))])
+        live = await asyncio.wait_for(
+            next_event(lines, "incident", lambda d: d["service_name"] == service and d["actions"]), 30
+        )
+        assert [(a["action_id"], a["verification"]) for a in live["actions"]] == [(verdict.action_id, "verified")]
+
+    listed = await until(
+        lambda: client.get("/api/v1/incidents", **ours), lambda r: r.json()["count"] == 1, what="the open incident"
+    )
+    [shown] = listed.json()["incidents"]
+    assert shown["status"] == "open" and shown["metrics"] == ["latency_p95", "error_rate"]
+    assert shown["duration_seconds"] >= 600 and shown["started_at"].endswith("Z")
+
+    # The resolution, a redelivery of the opening, then another service's incident: once that one shows,
+    # the gateway has read the redelivery too (one partition, read in order), and ours stays resolved.
+    marker = incident_for(unique("marker"), "opened", started, 1)
+    records = [(key, encode(resolved)), (key, encode(opened)), (marker.service_name.encode(), encode(marker))]
+    await produce(kafka_bootstrap, topics.INCIDENTS.name, records)
+    await until(
+        lambda: client.get("/api/v1/incidents", params={"service_name": marker.service_name}, headers=AS_VIEWER),
+        lambda r: r.json()["count"] == 1,
+        what="the marker incident",
+    )
+    [shown] = (await client.get("/api/v1/incidents", **ours)).json()["incidents"]
+    assert shown["status"] == "resolved" and shown["duration_seconds"] == 360.0
+    assert shown["resolution"] == "recovered" and shown["actions"][0]["verification"] == "verified"
+    assert (
+        await client.get("/api/v1/incidents", params={"status": "open"} | ours["params"], headers=AS_VIEWER)
+    ).json()["count"] == 0
 
 
 async def test_recent_metrics_need_a_store(client, kafka_bootstrap, tmp_path):
