@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,7 +74,6 @@ _REASONS = {
     500: "InternalError",
     503: "ServiceUnavailable",
 }
-_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 class ApiError(Exception):
@@ -122,13 +120,11 @@ class _Fault:
     status: int | None = None
     message: str | None = None
     delay: float = 0.0
-    action: Callable[[], object] | None = None
 
 
 @dataclass
 class _State:
     objects: dict[tuple[str, str, str], Json] = field(default_factory=dict)
-    forbidden: set[str] = field(default_factory=set)
     faults: list[_Fault] = field(default_factory=list)
     log: list[Request] = field(default_factory=list)
 
@@ -224,39 +220,6 @@ class FakeKubeApi:
         }
         return self._create(DEPLOYMENTS, obj)
 
-    def add_pods(self, namespace: str, prefix: str, labels: dict[str, str], count: int = 1) -> list[str]:
-        """``count`` running pods named ``prefix-<random>``, as a ReplicaSet names them; returns their names."""
-        names = []
-        for _ in range(count):
-            name = f"{prefix}-{uuid.uuid4().hex[:5]}"
-            obj = {
-                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-                "status": {"phase": "Running"},
-            }
-            self._create(PODS, obj)
-            names.append(name)
-        return names
-
-    def add_hpa(self, namespace: str, name: str, target: str, *, min_replicas: int = 1, max_replicas: int = 10) -> Json:
-        """An autoscaling/v2 HPA on Deployment ``target``, scaling on CPU."""
-        obj = {
-            "metadata": {"name": name, "namespace": namespace, "generation": 1},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-                "minReplicas": min_replicas,
-                "maxReplicas": max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
-                    }
-                ],
-            },
-            "status": {"currentReplicas": min_replicas, "desiredReplicas": min_replicas},
-        }
-        return self._create(HPAS, obj)
-
     def set_deployment_status(self, namespace: str, name: str, **status: Any) -> Json:
         """Stand in for the Deployment controller: merge camelCase ``status`` fields, bump resourceVersion."""
         with self._lock:
@@ -275,11 +238,6 @@ class FakeKubeApi:
         with self._lock:
             return sorted(n for (plural, ns, n) in self._state.objects if plural == "pods" and ns == namespace)
 
-    def forbid_namespace(self, namespace: str) -> None:
-        """Every request in this namespace is refused with 403, as RBAC would."""
-        with self._lock:
-            self._state.forbidden.add(namespace)
-
     def fail_next(self, method: str, path: str, status: int, *, times: int = 1, message: str | None = None) -> None:
         """Answer the next ``times`` requests matching method and path (a glob) with a ``status`` Status."""
         with self._lock:
@@ -289,11 +247,6 @@ class FakeKubeApi:
         """Hold the next ``times`` matching requests for ``seconds`` before answering, to provoke timeouts."""
         with self._lock:
             self._state.faults.append(_Fault(method.upper(), path, times, delay=seconds))
-
-    def interleave(self, method: str, path: str, action: Callable[[], object], *, times: int = 1) -> None:
-        """Run ``action`` just before the next ``times`` matching requests: a concurrent writer, deterministically."""
-        with self._lock:
-            self._state.faults.append(_Fault(method.upper(), path, times, action=action))
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Request]:
         """The request log, optionally filtered by method and path glob."""
@@ -318,8 +271,6 @@ class FakeKubeApi:
             fault = self._take_fault(method, parts.path)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
-        if fault is not None and fault.action is not None:
-            fault.action()
         try:
             if fault is not None and fault.status is not None:
                 raise ApiError(fault.status, fault.message or f"injected {fault.status} for {method} {parts.path}")
@@ -340,16 +291,7 @@ class FakeKubeApi:
         if path == "/version" and method == "GET":
             return 200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-fake", "platform": "linux/amd64"}
         kind, namespace, name, scale = _route(path)
-        resource = f"{kind.plural}/scale" if scale else kind.plural
         with self._lock:
-            if namespace in self._state.forbidden:
-                verb = "list" if name is None and method == "GET" else _VERBS.get(method, method.lower())
-                subject = f'{kind.qualified} "{name}"' if name else kind.qualified
-                raise ApiError(
-                    403,
-                    f'{subject} is forbidden: User "system:serviceaccount:default:aiops-sentry-actuator" cannot '
-                    f'{verb} resource "{resource}" in API group "{kind.group}" in the namespace "{namespace}"',
-                )
             if name is None:
                 if method != "GET":
                     raise ApiError(405, f"method {method} is not supported on {path}")
