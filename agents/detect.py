@@ -24,6 +24,8 @@ def attach(rt: Runtime, stage: Stage) -> None:
     window_states, detection_states = (rt.table(spec) for spec in stage.state)
     emit, settings, metrics = rt.emit, rt.settings, rt.metrics
     lateness = timedelta(seconds=settings.allowed_lateness_seconds)
+    in_incident: dict[str, bool] = {}
+    """Per service judged here: whether it has an open incident (the gauge is their count)."""
 
     async def send_anomalies(anomalies: list[Anomaly]) -> None:
         await emit.send_delivered(ANOMALIES, anomalies)
@@ -51,6 +53,8 @@ def attach(rt: Runtime, stage: Stage) -> None:
 
     async def flush(batch: SampleBatch) -> None:
         metrics.windows.inc(len(batch.windows))
+        in_incident.update((service, state.incidents.open is not None) for service, state in batch.detections.items())
+        metrics.incidents_open.set(sum(in_incident.values()))
         for seconds in batch.judge_seconds:
             metrics.detector_seconds.observe(seconds)
         await asyncio.gather(

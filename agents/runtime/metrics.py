@@ -33,6 +33,9 @@ class WorkerMetrics:
         )  # fmt: skip
         self.windows = Counter("aiops_windows_closed", "Windows closed and judged.", registry=registry)
         self.anomalies = Counter("aiops_anomalies", "Anomalies raised, by severity.", ["severity"], registry=registry)
+        self.incidents_open = Gauge(
+            "aiops_incidents_open", "Open incidents of the services this worker judges.", registry=registry
+        )
         self.actions = Counter(
             "aiops_action_results", "Action results published, by action type and status.",
             ["action_type", "status"], registry=registry,

@@ -37,7 +37,7 @@ async def test_a_worker_counts_what_it_does_and_serves_it_to_prometheus(kafka_bo
     run.latency_incident(at_seconds=300, seconds=90)
     port = free_port()
     worker = workers.start(**run.env, AIOPS_METRICS_PORT=str(port), AIOPS_SQLITE_PATH=str(tmp_path / "store.sqlite"))
-    await run.publish(kafka_bootstrap, 0, 420)
+    await run.publish(kafka_bootstrap, 0, 380)  # the incident (from +300 s for 90 s) is still open
     await produce(kafka_bootstrap, topics.METRICS.name, [(run.payment.encode(), b"not json")])
     await wait_until_drained(kafka_bootstrap, workers.app_id, STAGE_INPUTS)
 
@@ -46,6 +46,7 @@ async def test_a_worker_counts_what_it_does_and_serves_it_to_prometheus(kafka_bo
         "aiops_dead_letters_total": {"topic": topics.METRICS.name},
         "aiops_windows_closed_total": {},
         "aiops_anomalies_total": {},
+        "aiops_incidents_open": {},
         "aiops_action_results_total": {"action_type": "rollout_restart", "status": "dry_run"},
         "aiops_detector_seconds_count": {},
         "aiops_window_close_to_anomaly_seconds_count": {},
