@@ -24,6 +24,7 @@ const state = {
   anomalies: [], // newest first
   anomalyIds: new Set(),
   actions: new Map(), // action_id -> action-log entry
+  incidents: new Map(), // incident_id -> incidents-list entry (its latest event, duration, actions)
   fresh: new Set(), // ids to highlight once
   backendUp: null,
   kafkaUp: null,
@@ -41,7 +42,9 @@ function h(tag, attrs, ...children) {
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === null || value === undefined || value === false) continue;
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "dataset") {
+      for (const [name, item] of Object.entries(value)) if (item !== null && item !== undefined) el.dataset[name] = item;
+    }
     else el.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat()) {
@@ -71,6 +74,14 @@ function ago(iso) {
   if (seconds < 3600) return `${Math.round(seconds / 60)}m ago`;
   if (seconds < 86400) return `${Math.round(seconds / 3600)}h ago`;
   return new Date(iso).toISOString().slice(0, 16).replace("T", " ");
+}
+
+function span(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
 function clock(iso) {
@@ -193,6 +204,23 @@ function recordAction(entry, live) {
   if (live) state.fresh.add(entry.action_id);
 }
 
+function recordIncident(incident, live) {
+  const before = state.incidents.get(incident.incident_id);
+  // Each event carries the whole incident; an older one (a slow poll's answer) never replaces a newer one.
+  if (before && before.status === "resolved" && incident.status === "open") return;
+  if (before && before.status === incident.status && Date.parse(before.updated_at) > Date.parse(incident.updated_at)) return;
+  state.incidents.set(incident.incident_id, incident);
+  if (live && (!before || before.updated_at !== incident.updated_at || before.status !== incident.status)) {
+    state.fresh.add(incident.incident_id);
+  }
+  if (state.incidents.size > 500) {
+    const oldest = [...state.incidents.values()]
+      .filter((i) => i.status === "resolved")
+      .sort((a, b) => Date.parse(a.updated_at) - Date.parse(b.updated_at));
+    for (const dropped of oldest.slice(0, state.incidents.size - 500)) state.incidents.delete(dropped.incident_id);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // rendering (throttled to one frame)
 
@@ -204,6 +232,7 @@ function render() {
     renderQueued = false;
     renderSummary();
     renderServices();
+    renderIncidents();
     renderAnomalies();
     renderApprovals();
     renderActions();
@@ -332,6 +361,82 @@ function renderAnomalies() {
   );
 }
 
+// The policy's verdict on an action: its incident resolved in time (verified), or not (not_effective).
+const VERDICTS = new Set(["verified", "not_effective"]);
+
+function verdictChip(status) {
+  return h("span", { class: `chip verdict ${status.replace("_", "-")}`, dataset: { status } }, status.replace("_", " "));
+}
+
+function statusChip(status) {
+  return VERDICTS.has(status) ? verdictChip(status) : h("span", { class: "chip", dataset: { status } }, status.replace("_", " "));
+}
+
+function verdictOf(entry) {
+  const found = (entry.results || []).filter((r) => VERDICTS.has(r.status));
+  return found.length ? found[found.length - 1].status : null;
+}
+
+function incidentDuration(incident) {
+  if (incident.status === "resolved") return incident.duration_seconds;
+  // While open it keeps growing between events: counted here from its start, as the gateway does.
+  const since = (Date.now() - Date.parse(incident.started_at)) / 1000;
+  return Math.max(since, incident.duration_seconds);
+}
+
+function orderedIncidents() {
+  const all = [...state.incidents.values()];
+  const newest = (field) => (a, b) => Date.parse(b[field]) - Date.parse(a[field]);
+  const open = all.filter((i) => i.status === "open").sort(newest("started_at"));
+  const resolved = all.filter((i) => i.status === "resolved").sort(newest("updated_at"));
+  return [open, resolved.slice(0, 50)];
+}
+
+function incidentItem(incident) {
+  const open = incident.status === "open";
+  const duration = span(incidentDuration(incident));
+  const detail = [
+    incident.metrics.join(", "),
+    `${incident.anomaly_count} ${incident.anomaly_count === 1 ? "anomaly" : "anomalies"}`,
+    `since ${clock(incident.started_at)}`,
+  ];
+  if (!open) detail.push(incident.resolution === "level_shift_accepted" ? "new level accepted" : "recovered");
+  const actions = (incident.actions || []).map((a) =>
+    h(
+      "li",
+      { class: "incident-action", dataset: { id: a.action_id, status: a.status, verification: a.verification } },
+      h("span", {}, a.action_type),
+      VERDICTS.has(a.status) ? null : statusChip(a.status),
+      a.verification ? verdictChip(a.verification) : h("span", { class: "muted" }, "not judged yet"),
+      h("span", { class: "by" }, a.triggered_by),
+    ),
+  );
+  return h(
+    "li",
+    {
+      class: `incident ${incident.status}${state.fresh.has(incident.incident_id) ? " fresh" : ""}`,
+      dataset: { id: incident.incident_id, service: incident.service_name, status: incident.status },
+      title: incident.reason,
+    },
+    h("span", { class: "sev", dataset: { severity: incident.worst_severity } }, incident.worst_severity),
+    h("span", { class: "incident-what" }, incident.service_name),
+    h("span", { class: "incident-duration", title: open ? "open for" : "lasted" }, open ? `open ${duration}` : duration),
+    h("span", { class: "incident-detail" }, detail.join(" · ")),
+    actions.length ? h("ul", { class: "incident-actions" }, actions) : null,
+  );
+}
+
+function renderIncidents() {
+  const list = document.getElementById("incident-list");
+  const [open, resolved] = orderedIncidents();
+  document.getElementById("incident-count").textContent = state.incidents.size ? `${open.length} open` : "";
+  if (!open.length && !resolved.length) {
+    list.replaceChildren(h("li", { class: "empty" }, "No incidents."));
+    return;
+  }
+  list.replaceChildren(...open.map(incidentItem), ...resolved.map(incidentItem));
+}
+
 function pendingActions() {
   return [...state.actions.values()].filter((a) => a.status === "pending" && a.results && a.results.length);
 }
@@ -382,14 +487,16 @@ function renderActions() {
   body.replaceChildren(
     ...entries.map((a) => {
       const trail = (a.results || []).map((r) => `${clock(r.timestamp)} ${r.status}: ${r.message}`).join("\n");
+      const verdict = verdictOf(a);
+      const classes = [state.fresh.has(a.action_id) ? "fresh" : "", verdict ? verdict.replace("_", "-") : ""].filter(Boolean);
       return h(
         "tr",
-        { class: state.fresh.has(a.action_id) ? "fresh" : null, dataset: { id: a.action_id, service: a.service_name, status: a.status } },
+        { class: classes.join(" ") || null, dataset: { id: a.action_id, service: a.service_name, status: a.status, verification: verdict } },
         h("td", { class: "mono", title: a.updated_at }, clock(a.updated_at)),
         h("td", { class: "mono" }, a.action_type),
         h("td", { class: "mono" }, a.service_name),
         h("td", { class: "mono" }, targetText(a)),
-        h("td", {}, h("span", { class: "chip", dataset: { status: a.status } }, a.status.replace("_", " "))),
+        h("td", {}, statusChip(a.status), verdict && verdict !== a.status ? [" ", verdictChip(verdict)] : null),
         h("td", { class: "message", title: trail || a.message }, a.message, reasonText(a)),
         h("td", { class: "mono" }, a.triggered_by),
       );
@@ -444,17 +551,19 @@ async function checkHealth() {
 
 async function loadAll() {
   try {
-    const [services, anomalies, actions, catalog] = await Promise.all([
+    const [services, anomalies, actions, catalog, incidents] = await Promise.all([
       api("/api/v1/services"),
       api("/api/v1/anomalies?limit=200"),
       api("/api/v1/actions?limit=300"),
       api("/api/v1/catalog"),
+      api("/api/v1/incidents?limit=200"),
     ]);
     state.catalog = catalog.targets;
     state.authError = "";
     for (const service of services.services) recordHealth(service);
     for (const anomaly of anomalies.anomalies) recordAnomaly(anomaly, false);
     for (const entry of actions.actions) recordAction(entry, false);
+    for (const incident of incidents.incidents) recordIncident(incident, false);
     render();
     for (const service of services.services) seedHistory(service.name);
   } catch (err) {
@@ -526,6 +635,7 @@ async function readEvents(reader) {
 function handleEvent(name, payload) {
   if (name === "health") recordHealth(payload);
   else if (name === "anomaly") recordAnomaly(payload, true);
+  else if (name === "incident") recordIncident(payload, true);
   else if (name === "action") {
     const before = state.actions.get(payload.action_id);
     recordAction(payload, true);

@@ -1,8 +1,9 @@
 """The dashboard in a real headless Chromium, on a real worker, gateway and broker: an on-call engineer's loop.
 
-A simulated fleet with a latency incident flows through the worker; the page must show the services and the
-anomaly, and a restart clicked and confirmed on the page must wait in the approval queue, and once approved
-there come back in the action log as a dry run.
+A simulated fleet with a latency incident flows through the worker; the page must show the services, the
+anomaly and the open incident, and a restart clicked and confirmed on the page must wait in the approval queue,
+and once approved there come back in the action log as a dry run. Once the fleet's latency is back to normal the
+incident shows as resolved, with the policy's automatic restart on it verified.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def test_operator_sees_the_incident_and_restarts_a_service(kafka_bootstrap, work
     # Restarts wait for an operator's approval, so the approval queue is exercised too.
     policy["guardrails"] = {"breaker_max_actions": 1000, "approval_required": ["restart_deployment"]}
     run.policy_file.write_text(yaml.safe_dump(policy))
-    run.latency_incident(at_seconds=300, seconds=90)
+    run.latency_incident(at_seconds=300, seconds=90)  # until +390 s: the incident resolves within 50 s of that
     worker = workers.start(**run.env)
     target = run.services[1]  # user-auth: healthy, so the manual restart is the only action on it
 
@@ -52,8 +53,11 @@ def test_operator_sees_the_incident_and_restarts_a_service(kafka_bootstrap, work
             # The page is open and following the stream before the fleet publishes: it sees every change.
             # Playwright's sync API runs an event loop in this thread, so publish from another one.
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(asyncio.run, run.publish(kafka_bootstrap, 0, 420)).result(timeout=120)
+                pool.submit(asyncio.run, run.publish(kafka_bootstrap, 0, 360)).result(timeout=120)
+                see_the_open_incident(page, run, worker)
+                pool.submit(asyncio.run, run.publish(kafka_bootstrap, 360, 480)).result(timeout=120)
             operate(page, run, worker, target)
+            see_it_resolved_and_the_restart_verified(page, run, worker)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True, animations="disabled")
             assert not errors, errors
@@ -78,6 +82,39 @@ def watch_for_errors(page) -> list[str]:
     page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(str(error)))
     return errors
+
+
+def incident_item(run: FleetRun, status: str) -> str:
+    return f'#incident-list li.incident[data-service="{run.payment}"][data-status="{status}"]'
+
+
+def see_the_open_incident(page, run: FleetRun, worker) -> None:
+    """Mid-spike: payment's incident is open, first in the list, with its duration, severity, metric and anomalies."""
+    try:
+        page.wait_for_selector(incident_item(run, "open"), timeout=PIPELINE_MS)
+    except Exception:
+        raise AssertionError(f"no open incident on the page; worker log:\n{worker.output()}") from None
+    text = page.inner_text(incident_item(run, "open"))
+    assert "open " in text and "latency_p95" in text and "anomal" in text, text
+    severity = page.get_attribute(f"{incident_item(run, 'open')} .sev", "data-severity")
+    assert severity in ("low", "medium", "high", "critical"), severity
+    first = page.get_attribute("#incident-list li.incident", "data-status")
+    assert first == "open", "open incidents come first"
+
+
+def see_it_resolved_and_the_restart_verified(page, run: FleetRun, worker) -> None:
+    """After the spike: the incident is resolved and greyed, its automatic restart judged verified there and in
+    the action log."""
+    resolved = incident_item(run, "resolved")
+    try:
+        page.wait_for_selector(f'{resolved} li.incident-action[data-verification="verified"]', timeout=PIPELINE_MS)
+    except Exception:
+        raise AssertionError(f"no resolved incident with a verified action; worker log:\n{worker.output()}") from None
+    assert page.query_selector(incident_item(run, "open")) is None, "the incident is shown once"
+    assert float(page.eval_on_selector(resolved, "el => getComputedStyle(el).opacity")) < 1, "resolved ones are greyed"
+    assert page.inner_text(f"{resolved} .chip.verdict.verified").lower() == "verified"
+    row = f'#action-log tr.verified[data-service="{run.payment}"][data-verification="verified"]'
+    page.wait_for_selector(f"{row} .chip.verdict.verified", timeout=30_000)
 
 
 def operate(page, run: FleetRun, worker, target: str) -> None:
