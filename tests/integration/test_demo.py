@@ -1,6 +1,7 @@
 """`aiops demo` as a user runs it: its own broker, worker, gateway and simulator; the first injected
 incident on the dashboard within three minutes of the start, a restart clicked on the page and its
-dry-run result in the action log; Ctrl-C stops it all."""
+dry-run result in the action log; payment-api never healthy during its latency spike, and its incident
+resolved within five windows of the spike's end, through the API and on the page; Ctrl-C stops it all."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from gateway.server import free_port
@@ -23,6 +29,11 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 FIRST_INCIDENT_SECONDS = 180
 """The first incident (a payment-api latency spike at +45 s) must be on aiops.anomalies by then."""
+RESOLVED_WITHIN = timedelta(seconds=50)
+"""Five 10-second windows: the spike's incident must resolve (in event time) this soon after the spike ends."""
+PIPELINE_LAG_SECONDS = 60
+"""How long after the resolution's event time the gateway may take to show it: the watch's deadline."""
+SPIKE_LINE = r"^incident\s+latency_spike on payment-api at \+(\d+)s for (\d+)s"
 
 
 class Output:
@@ -30,6 +41,8 @@ class Output:
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.lines: list[str] = []
+        self.arrivals: list[datetime] = []
+        """When each line was read: the demo's clock starts when it prints its incident plan."""
         self._changed = threading.Condition()
         threading.Thread(target=self._read, args=(process,), daemon=True).start()
 
@@ -38,16 +51,21 @@ class Output:
         for line in process.stdout:
             with self._changed:
                 self.lines.append(line.rstrip("\n"))
+                self.arrivals.append(datetime.now(UTC))
                 self._changed.notify_all()
 
     def wait_for(self, pattern: str, deadline: float) -> re.Match[str]:
         """The first line matching ``pattern``; fails at ``deadline`` (time.monotonic) with the output so far."""
+        return self.wait_for_line(pattern, deadline)[0]
+
+    def wait_for_line(self, pattern: str, deadline: float) -> tuple[re.Match[str], datetime]:
+        """The first line matching ``pattern`` and when it was read."""
         seen = 0
         with self._changed:
             while True:
-                for line in self.lines[seen:]:
+                for n, line in enumerate(self.lines[seen:], start=seen):
                     if match := re.search(pattern, line):
-                        return match
+                        return match, self.arrivals[n]
                 seen = len(self.lines)
                 if time.monotonic() > deadline:
                     raise AssertionError(f"no line matching {pattern!r} in time; the demo said:\n" + self.text())
@@ -57,6 +75,113 @@ class Output:
         return "\n".join(self.lines[-200:])
 
 
+@dataclass
+class Spike:
+    """The injected payment-api latency spike in event time (the simulator's live clock is the wall clock).
+    The demo takes its start just before printing its plan, so the line's arrival is the start to within
+    the time a line takes through a pipe."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def from_plan(cls, match: re.Match[str], printed_at: datetime) -> Spike:
+        at, lasting = timedelta(seconds=int(match[1])), timedelta(seconds=int(match[2]))
+        return cls(printed_at + at, printed_at + at + lasting)
+
+
+@dataclass
+class Poll:
+    health: dict[str, Any] | None
+    anomalies: list[dict[str, Any]]
+    incidents: list[dict[str, Any]]
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+@dataclass
+class GatewayWatch:
+    """payment-api through the demo's gateway, polled every second on a thread until its spike's incident has
+    resolved or the deadline (time.monotonic) passes, while the test works the page."""
+
+    link: str
+    spike: Spike
+    deadline: float
+    polls: list[Poll] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def spike_incident(self, poll: Poll) -> dict[str, Any] | None:
+        """The incident the spike opened: it started within a window of the spike's start, before its end."""
+        for incident in poll.incidents:
+            if self.spike.start - timedelta(seconds=10) <= when(incident["started_at"]) <= self.spike.end:
+                return incident
+        return None
+
+    def _run(self) -> None:
+        base = self.link.split("#", 1)[0].rstrip("/")
+        token = parse_qs(urlsplit(self.link).fragment)["token"][0]
+        ours = {"service_name": "payment-api"}
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
+            while time.monotonic() < self.deadline:
+                started = time.monotonic()
+                try:
+                    services = http.get("/api/v1/services").raise_for_status().json()["services"]
+                    anomalies = http.get("/api/v1/anomalies", params=ours).raise_for_status().json()["anomalies"]
+                    incidents = http.get("/api/v1/incidents", params=ours).raise_for_status().json()["incidents"]
+                except httpx.HTTPError as err:
+                    self.errors.append(f"{type(err).__name__}: {err}")
+                else:
+                    health = next((s for s in services if s["name"] == "payment-api"), None)
+                    self.polls.append(Poll(health, anomalies, incidents))
+                    incident = self.spike_incident(self.polls[-1])
+                    if incident is not None and incident["status"] == "resolved":
+                        return
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+
+    def wait(self) -> None:
+        self._thread.join(max(0.0, self.deadline - time.monotonic()) + 15)
+        assert not self._thread.is_alive(), "the gateway watch did not stop at its deadline"
+
+    def check(self) -> str:
+        """Not healthy from the spike's first anomaly to the spike's end; its incident resolved in time.
+        Returns the incident's id."""
+        assert self.polls, f"the gateway never answered: {self.errors[-3:]}"
+        spike_anomalies = [
+            a
+            for poll in self.polls
+            for a in poll.anomalies
+            if self.spike.start <= when(a["window_end"]) <= self.spike.end
+        ]
+        assert spike_anomalies, "no payment-api anomaly during its spike through the gateway"
+        first = min(when(a["window_end"]) for a in spike_anomalies)
+        # Each poll's health is a snapshot as of its last_updated (a window's end): those taken between the
+        # first anomaly and the spike's end must all say the service is in trouble.
+        during = [
+            poll.health
+            for poll in self.polls
+            if poll.health is not None and first <= when(poll.health["last_updated"]) <= self.spike.end
+        ]
+        assert [h for h in during if h["status"] == "healthy"] == [], "payment-api healthy during its spike"
+        covered = sorted({when(h["last_updated"]) for h in during})
+        assert covered and covered[0] <= first + timedelta(seconds=30), f"no health shortly after {first}: {covered}"
+        assert covered[-1] >= self.spike.end - timedelta(seconds=30), f"no health near the spike's end: {covered}"
+
+        last = self.polls[-1]
+        incident = self.spike_incident(last)
+        assert incident is not None, f"no incident for the spike {self.spike}: {last.incidents}"
+        assert incident["status"] == "resolved", f"the spike's incident is still open at the deadline: {incident}"
+        lag = when(incident["resolved_at"]) - self.spike.end
+        assert lag <= RESOLVED_WITHIN, f"resolved {lag.total_seconds():.0f}s after the spike's end: {incident}"
+        return incident["incident_id"]
+
+
+@pytest.mark.timeout(600)
 def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes(tmp_path, playwright_chromium):
     kafka_port, gateway_port = free_port(), free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("AIOPS_")} | {
@@ -81,6 +206,11 @@ def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes
     try:
         worker_pid = int(output.wait_for(r"^worker\s+pid (\d+)", started + 120)[1])
         link = output.wait_for(r"^dashboard\s+(http://\S+#token=\S+)", started + 120)[1]
+        spike = Spike.from_plan(*output.wait_for_line(SPIKE_LINE, started + 120))
+        # The watch lasts until the spike's incident resolved, at most until the latest resolution allowed
+        # has had time to reach the gateway: about four minutes after the demo's start.
+        latest_resolution = spike.end + RESOLVED_WITHIN - datetime.now(UTC)
+        watch = GatewayWatch(link, spike, time.monotonic() + latest_resolution.total_seconds() + PIPELINE_LAG_SECONDS)
         output.wait_for(r"anomaly\s+payment-api latency_p95", started + FIRST_INCIDENT_SECONDS)
 
         page = playwright_chromium.new_page(viewport={"width": 1600, "height": 1050})
@@ -92,6 +222,9 @@ def test_the_demo_shows_its_first_incident_on_the_dashboard_within_three_minutes
                 card = f'article.service[data-service="{service}"]'
                 page.wait_for_selector(f"{card} svg.spark polyline", timeout=30_000)
             restart_from_the_page(page, "inventory-svc")
+            watch.wait()
+            incident_id = watch.check()
+            page.wait_for_selector(f'#incident-list li.incident[data-id="{incident_id}"][data-status="resolved"]')
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True, animations="disabled")
         finally:
