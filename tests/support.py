@@ -98,6 +98,9 @@ class FleetRun:
                         {"name": "errors-restart", "metric": "error_rate", "action": "rollout_restart"},
                     ],
                     "limits": {"cooldown_seconds": 3600, "incident_gap_seconds": 60},
+                    # Each test's worker reads the shared requests topic from its beginning and runs the
+                    # recent requests of earlier tests (dry runs): the actuator's breaker must not trip on those.
+                    "guardrails": {"breaker_max_actions": 1000},
                 }
             )
         )
