@@ -42,20 +42,26 @@ def new_executor(settings: Settings) -> ActionExecutor:
     return ActionExecutor(gke, cloud_run, max_attempts=settings.action_attempts)
 
 
+async def carry_out(
+    executor: ActionExecutor, request: ActionRequest, now: datetime, *, execute: bool, replica_ceiling: int
+) -> ActionResult:
+    """Run ``request`` (or describe it, in a dry run) and say how it ended: always a result, never
+    an exception, so no action stays ``in_progress`` and the agent never stops on one."""
+    if not execute:
+        return result_for(request, ActionStatus.DRY_RUN, f"dry run: would {executor.describe(request)}")
+    try:
+        details = await asyncio.to_thread(executor.execute, request, at=now, replica_ceiling=replica_ceiling)
+    except ActionError as err:
+        return result_for(request, ActionStatus.FAILED, err.message, {"retryable": err.retryable})
+    except Exception as err:  # noqa: BLE001 - an unforeseen error still ends the action, with its reason
+        log.exception("action failed unexpectedly", extra={"action_id": request.action_id})
+        return result_for(request, ActionStatus.FAILED, f"unexpected error: {err!r}"[:1000], {"retryable": False})
+    return result_for(request, ActionStatus.SUCCESS, executor.describe(request), details)
+
+
 def attach(rt: Runtime, stage: Stage) -> None:
     [states] = (rt.table(spec) for spec in stage.state)
     executor, guardrails, execute = new_executor(rt.settings), rt.policy.guardrails, rt.settings.actions_execute
-
-    async def carry_out(request: ActionRequest, now: datetime) -> ActionResult:
-        if not execute:
-            return result_for(request, ActionStatus.DRY_RUN, f"dry run: would {executor.describe(request)}")
-        try:
-            details = await asyncio.to_thread(
-                executor.execute, request, at=now, replica_ceiling=guardrails.max_replicas
-            )
-        except ActionError as err:
-            return result_for(request, ActionStatus.FAILED, err.message, {"retryable": err.retryable})
-        return result_for(request, ActionStatus.SUCCESS, executor.describe(request), details)
 
     @rt.app.agent(rt.source(*stage.reads), name=stage.name)
     async def actuate(stream):
@@ -78,7 +84,9 @@ def attach(rt: Runtime, stage: Stage) -> None:
                 await states.write({STATE_KEY: state})
             await rt.emit.send_delivered(ACTION_RESULTS, step.results)
             if step.run is not None:
-                outcome = await carry_out(step.run, now)
+                outcome = await carry_out(
+                    executor, step.run, now, execute=execute, replica_ceiling=guardrails.max_replicas
+                )
                 state.record(step.run.action_id, outcome.status)
                 await rt.emit.send_delivered(ACTION_RESULTS, [outcome])
             await states.write({STATE_KEY: state})

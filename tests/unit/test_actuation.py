@@ -65,9 +65,17 @@ def test_cooldown_per_service_and_action():
     assert verdict.admission is Admission.REJECTED and verdict.reason.startswith(
         "cooldown: rollout_restart on payment-api ran 120s ago"
     )
-    assert run(guardrails, state, request("a3", action_type="restart_deployment"), 2 * MINUTE) is Admission.GO
     assert run(guardrails, state, request("a4", service="other"), 2 * MINUTE) is Admission.GO
     assert run(guardrails, state, request("a5"), 6 * MINUTE) is Admission.GO
+
+
+def test_restarts_of_one_service_share_one_cooldown():
+    guardrails, state = Guardrails(cooldown_seconds=300), ActuatorState()
+    assert run(guardrails, state, request("a1"), 0) is Admission.GO
+    other_restart = admit(guardrails, state, request("a2", action_type="restart_deployment"), 1 * MINUTE)
+    assert other_restart.admission is Admission.REJECTED and "share one cooldown" in other_restart.reason
+    scale = request("a3", action_type="scale_deployment", replicas=3)
+    assert run(guardrails, state, scale, 1 * MINUTE) is Admission.GO, "scaling is not a restart"
 
 
 def test_circuit_breaker_counts_every_service():
