@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -88,3 +89,14 @@ def test_a_refused_backtest_draws_no_bar_on_a_terminal(tmp_path: Path, monkeypat
     assert main(["backtest", str(tmp_path / "in"), "--out", str(tmp_path / "in"), "--detector", "robust_zscore"]) == 2
     assert terminal.getvalue().startswith("aiops backtest: refusing") and terminal.getvalue().count("\n") == 1
     assert "\r" not in terminal.getvalue()
+
+
+def test_a_worker_with_a_bad_policy_file_stops_before_kafka_with_exit_code_2(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [\n")
+    env = os.environ | {"AIOPS_POLICY_FILE": str(policy), "AIOPS_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "aiops.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("aiops worker: bad policy file:") and str(policy) in done.stderr
