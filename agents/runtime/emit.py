@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from pydantic import BaseModel
 
 from agents.runtime.metrics import WorkerMetrics
 from agents.runtime.producer import send_keyed
@@ -59,11 +58,8 @@ class Emitter:
     async def decode(self, record: Record) -> Any:
         """The record as the model its topic holds (:func:`schemas.topics.model_of`), or None after
         it went to the dead-letter topic with the reason."""
-        return await self.decode_as(record, model_of(record.topic))
-
-    async def decode_as(self, record: Record, model: type[BaseModel]) -> Any:
         try:
-            return decode(model, record.value or b"")
+            return decode(model_of(record.topic), record.value or b"")
         except DecodeError as err:
             await self.dead_letter(record, record.value or b"", err.reason)
             return None
