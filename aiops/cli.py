@@ -193,7 +193,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     _ensure_topics(settings)
 
     async def run() -> None:
-        async with MetricsProducer(settings.kafka_bootstrap) as producer:
+        async with MetricsProducer.from_settings(settings) as producer:
             with terminal_progress("backfill", " samples") as progress:
                 history = await publish_history(
                     fleet, producer.send, now - timedelta(seconds=args.backfill), now, interval, progress
@@ -230,7 +230,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         parsed = read_csv(lines) if fmt == "csv" else read_json_lines(lines)
         sent = bad = 0
         chunk = []
-        async with MetricsProducer(settings.kafka_bootstrap) as producer:
+        async with MetricsProducer.from_settings(settings) as producer:
             for item in parsed:
                 if isinstance(item, BadLine):
                     bad += 1
@@ -260,14 +260,13 @@ TAIL_TOPICS = {
 
 def cmd_tail(args: argparse.Namespace) -> int:
     """Print events as they arrive, one JSON object per line: anomalies, health, actions or dlq."""
-    from aiokafka import AIOKafkaConsumer
+    from connectors.kafka_client import kafka_access
 
     settings = get_settings()
 
     async def run() -> None:
-        consumer = AIOKafkaConsumer(
+        consumer = kafka_access(settings).consumer(
             *(spec.name for spec in TAIL_TOPICS[args.stream]),
-            bootstrap_servers=settings.kafka_bootstrap,
             auto_offset_reset="earliest" if args.from_beginning else "latest",
         )
         await consumer.start()

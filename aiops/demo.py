@@ -100,7 +100,7 @@ async def _simulate_and_watch(settings: Settings, worker: subprocess.Popen) -> N
         print(f"incident   {kind.value} on {service} at +{at.total_seconds():.0f}s for {lasting.total_seconds():.0f}s")
     watcher = asyncio.create_task(_watch(settings, start))
     try:
-        async with MetricsProducer(settings.kafka_bootstrap) as producer:
+        async with MetricsProducer.from_settings(settings) as producer:
             second = timedelta(seconds=1)
             history = await publish_history(fleet, producer.send, start - WARM_HISTORY, start, second)
             minutes = WARM_HISTORY.total_seconds() / 60
@@ -117,11 +117,11 @@ async def _simulate_and_watch(settings: Settings, worker: subprocess.Popen) -> N
 
 
 async def _watch(settings: Settings, start: datetime) -> None:
-    from aiokafka import AIOKafkaConsumer
+    from connectors.kafka_client import kafka_access
 
     watched = (topics.ANOMALIES, topics.INCIDENTS, topics.SERVICE_HEALTH, topics.ACTION_REQUESTS)
     watched += (topics.ACTION_RESULTS, topics.METRICS_DLQ)
-    consumer = AIOKafkaConsumer(*(spec.name for spec in watched), bootstrap_servers=settings.kafka_bootstrap)
+    consumer = kafka_access(settings).consumer(*(spec.name for spec in watched))
     await consumer.start()
     status: dict[str, str] = {}
     try:

@@ -5,7 +5,9 @@
                                           metric_name="latency_p95", value=182.0)])
 
 Samples are grouped per service into batch records keyed by service name, and the call
-returns once the broker has acknowledged them (idempotent producer, ``acks=all``).
+returns once the broker has acknowledged them (idempotent producer, ``acks=all``). On a broker
+with TLS or SASL, pass ``security`` (:class:`connectors.kafka_client.KafkaSecurity`), or build the
+producer from the ``AIOPS_*`` settings with :meth:`MetricsProducer.from_settings`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TextIO
 
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from connectors.kafka_client import KafkaAccess, KafkaSecurity
+from pipeline.config import Settings
 from pipeline.ingest import parse_metrics_record
 from schemas import MetricBatch, MetricSample, encode
 from schemas.codec import describe
@@ -30,14 +33,26 @@ from schemas.topics import METRICS
 
 
 class MetricsProducer:
-    def __init__(self, bootstrap: str, topic: str = METRICS.name, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = METRICS.name,
+        batch_size: int = 500,
+        *,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
         self.topic = topic
         self.batch_size = batch_size
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, compression_type=None
+        self._producer = KafkaAccess(bootstrap, security or KafkaSecurity()).producer(
+            acks="all", enable_idempotence=True, linger_ms=5, compression_type=None
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, topic: str = METRICS.name, batch_size: int = 500) -> MetricsProducer:
+        """A producer to ``AIOPS_KAFKA_BOOTSTRAP`` with the ``AIOPS_KAFKA_*`` security settings."""
+        return cls(settings.kafka_bootstrap, topic, batch_size, security=KafkaSecurity.from_settings(settings))
 
     async def __aenter__(self) -> MetricsProducer:
         await self._producer.start()

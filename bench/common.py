@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from connectors.kafka_admin import ensure_topics
+from connectors.kafka_client import KafkaAccess, KafkaSecurity
 from pipeline.config import Settings
 
 
@@ -30,6 +31,17 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a running process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def security() -> KafkaSecurity:
+    """The ``AIOPS_KAFKA_*`` security settings, for a secured KAFKA_BOOTSTRAP (the workers get
+    them from the environment too)."""
+    return KafkaSecurity.from_settings(Settings())
+
+
+def kafka(bootstrap: str) -> KafkaAccess:
+    """Clients of the benchmark's broker."""
+    return KafkaAccess(bootstrap, security())
 
 
 @contextlib.asynccontextmanager

@@ -69,13 +69,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from aiops.kafka_local import LocalKafka, free_port
 from aiops.producer import MetricsProducer
-from bench.common import machine
+from bench.common import kafka, machine, security
 from connectors.kafka_admin import ensure_topics
 from pipeline.config import Settings
 from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history
@@ -149,7 +148,7 @@ class Load:
             tick = time.monotonic()
             end = min(self.span, self.published_until + self.speed)
             async with self.paused:
-                async with MetricsProducer(self.bootstrap) as producer:
+                async with MetricsProducer(self.bootstrap, security=security()) as producer:
                     self.produced += await publish_history(
                         self.fleet, producer.send, T0 + self.published_until * SECOND, T0 + end * SECOND, SECOND
                     )
@@ -182,7 +181,7 @@ class Monitor:
         self.seen: list[tuple[int, float, float, datetime]] = []  # partition, created, received, window_start
 
     async def run(self, ready: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = kafka(self.bootstrap).consumer(enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = [TopicPartition(topics.WINDOWS.name, p) for p in range(3)]
@@ -270,7 +269,7 @@ class Run:
         first, second = self.start_worker(), self.start_worker()
         await self.settle(2, timeout=180)
         started = time.monotonic()
-        async with MetricsProducer(bootstrap) as producer:
+        async with MetricsProducer(bootstrap, security=security()) as producer:
             learned = await publish_history(self.fleet, producer.send, T0, T0 + self.learning * SECOND, SECOND)
         await wait_until_drained(bootstrap, self.app_id, STAGE_INPUTS, timeout=self.args.drain_timeout)
         print(
@@ -319,7 +318,7 @@ class Run:
 
     async def members(self) -> tuple[str, frozenset[str]]:
         """The group's state and member ids; ("unreachable", ...) while the broker does not answer."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap, request_timeout_ms=5000)
+        admin = kafka(self.kafka.bootstrap).admin(request_timeout_ms=5000)
         try:
             await asyncio.wait_for(admin.start(), 10)
             [response] = await asyncio.wait_for(admin.describe_consumer_groups([self.app_id]), 10)

@@ -57,12 +57,11 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from aiops.producer import MetricsProducer
-from bench.common import broker, cpu_seconds, machine, running_worker, worker_env
+from bench.common import broker, cpu_seconds, kafka, machine, running_worker, security, worker_env
 from pipeline.config import Settings
 from pipeline.windows import percentile
 from schemas import STANDARD_METRICS, Anomaly, MetricSample, WindowAggregate, decode, topics
@@ -120,7 +119,7 @@ async def all_settled(bootstrap: str, app_id: str, workers: int, timeout: float)
 
 
 async def partitions_of(bootstrap: str, names: Sequence[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka(bootstrap).admin()
     await admin.start()
     try:
         described = await admin.describe_topics(list(names))
@@ -138,7 +137,7 @@ async def partitions_of(bootstrap: str, names: Sequence[str]) -> list[TopicParti
 
 
 async def end_offsets(bootstrap: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = kafka(bootstrap).consumer()
     await consumer.start()
     try:
         return await consumer.end_offsets(partitions)
@@ -155,7 +154,7 @@ async def start_group_at_end(bootstrap: str, app_id: str, names: Sequence[str] =
     """
     partitions = await partitions_of(bootstrap, list(names) or [spec.name for spec in topics.ALL_TOPICS])
     for group in stream_groups(app_id):
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        consumer = kafka(bootstrap).consumer(group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
             ends = await consumer.end_offsets(partitions)
@@ -169,7 +168,7 @@ async def backlog(bootstrap: str, app_id: str, names: Sequence[str] = STAGES) ->
     """Records per topic that the stage reading it has not committed yet (-1: its group could not be asked)."""
     partitions = await partitions_of(bootstrap, names)
     ends = await end_offsets(bootstrap, partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka(bootstrap).admin()
     await admin.start()
     behind = dict.fromkeys(names, 0)
     try:
@@ -254,7 +253,7 @@ async def produce(load: Load) -> Produced:
     per_tick = load.rate * TICK_SECONDS
     rng = random.Random(7)
     result = Produced()
-    async with MetricsProducer(load.bootstrap) as producer:
+    async with MetricsProducer(load.bootstrap, security=security()) as producer:
         result.started = time.time()
         start_ms = int(result.started * 1000)
         plan = injection_plan(load, start_ms, start_ms + int(load.seconds * 1000))
@@ -325,7 +324,7 @@ class Watcher:
     def __init__(self, bootstrap: str, start: dict[TopicPartition, int], prefix: str) -> None:
         self.bootstrap, self.start, self.prefix = bootstrap, start, prefix
         self.seen = Seen()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.consumer = kafka(bootstrap).consumer(enable_auto_commit=False)
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 

@@ -44,11 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
-
 from aiops.producer import MetricsProducer
-from bench.common import broker, machine, running_worker, worker_env
+from bench.common import broker, kafka, machine, running_worker, security, worker_env
 from bench.latency import (
     DEFAULT_AGENTS,
     backlog,
@@ -130,7 +127,7 @@ def history(services: list[str], windows: int, window_seconds: float) -> Iterato
 
 async def publish(bootstrap: str, services: list[str], windows: int, window_seconds: float) -> int:
     sent, chunk = 0, []
-    async with MetricsProducer(bootstrap, batch_size=10_000) as producer:
+    async with MetricsProducer(bootstrap, security=security(), batch_size=10_000) as producer:
         for samples in history(services, windows, window_seconds):
             chunk += samples
             if len(chunk) >= 20_000:
@@ -143,7 +140,7 @@ async def publish(bootstrap: str, services: list[str], windows: int, window_seco
 
 async def table_bytes(bootstrap: str, app_id: str) -> int:
     """Bytes of the latest value per key in the changelog topics of ``app_id``'s tables."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka(bootstrap).admin()
     await admin.start()
     try:
         names = [name for name in await admin.list_topics() if name.startswith(app_id) and name.endswith("changelog")]
@@ -153,7 +150,7 @@ async def table_bytes(bootstrap: str, app_id: str) -> int:
         return 0
     partitions = await partitions_of(bootstrap, names)
     ends = await end_offsets(bootstrap, partitions)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = kafka(bootstrap).consumer(enable_auto_commit=False)
     await consumer.start()
     latest: dict[tuple[str, bytes | None], int] = {}
     try:

@@ -22,10 +22,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from agents.runtime.consumer import stage_group
-from bench.common import broker, cpu_seconds, machine, running_worker, worker_env
+from bench.common import broker, cpu_seconds, kafka, machine, running_worker, worker_env
 from pipeline.ingest import parse_metrics_record
 from schemas import STANDARD_METRICS, MetricBatch, MetricSample, encode, topics
 from tests.support import wait_for_members, wait_until_drained
@@ -41,7 +39,7 @@ async def publish(bootstrap: str, samples: int, services: int, batch: int) -> in
     stays on one partition, in order. ``batch=1`` is one sample per record, keyed by its service.
     """
     rounds = max(1, samples // (services * len(STANDARD_METRICS)))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
+    producer = kafka(bootstrap).producer(acks="all", linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     sent, pending = 0, []
     try:
@@ -71,7 +69,7 @@ async def publish(bootstrap: str, samples: int, services: int, batch: int) -> in
 
 async def bare_consumer(bootstrap: str, expected: int) -> tuple[float, float]:
     """Seconds and CPU seconds for a consumer that only decodes every record."""
-    consumer = AIOKafkaConsumer(topics.METRICS.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = kafka(bootstrap).consumer(topics.METRICS.name, auto_offset_reset="earliest")
     await consumer.start()
     seen, started, cpu = 0, time.perf_counter(), time.process_time()
     while seen < expected:

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from connectors.kafka_admin import ensure_topics
+from connectors.kafka_client import kafka_access
 from gateway.state import LiveState
 from pipeline.config import Settings
 from schemas import topics
@@ -98,8 +99,7 @@ class KafkaBridge:
     async def _get_producer(self) -> AIOKafkaProducer:
         async with self._producer_lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.settings.kafka_bootstrap,
+                producer = kafka_access(self.settings).producer(
                     client_id=f"{self.settings.app_id}-gateway",
                     acks="all",
                     enable_idempotence=True,
@@ -157,8 +157,7 @@ class KafkaBridge:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+        consumer = kafka_access(self.settings).consumer(
             client_id=f"{self.settings.app_id}-gateway",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +16,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIOPS_", env_file=".env", extra="ignore")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects: TLS (SSL), SASL, both, or neither."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism of the SASL protocols."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (the principal's ACLs apply).")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA certificates (PEM) the broker's certificate is checked against; unset: the system's."
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM), for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
     app_id: str = Field(
         "aiops-sentry",
         description="Faust application id: the consumer group and table prefix; ingest and the sink "
@@ -106,6 +119,31 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="json lines for machines, text for people.")
+
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> Settings:
+        """A half-configured connection would fail later, at the broker, with a vaguer message."""
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ValueError(
+                    f"AIOPS_KAFKA_SECURITY_PROTOCOL={protocol} needs AIOPS_KAFKA_SASL_USERNAME and "
+                    "AIOPS_KAFKA_SASL_PASSWORD"
+                )
+        elif self.kafka_sasl_username or self.kafka_sasl_password is not None:
+            raise ValueError(
+                f"AIOPS_KAFKA_SASL_USERNAME/PASSWORD are set but AIOPS_KAFKA_SECURITY_PROTOCOL={protocol} "
+                "does not use SASL: choose SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        tls_files = [self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile]
+        if protocol not in ("SSL", "SASL_SSL") and any(tls_files):
+            raise ValueError(
+                f"AIOPS_KAFKA_SSL_* files are set but AIOPS_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS: "
+                "choose SSL or SASL_SSL"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("AIOPS_KAFKA_SSL_KEYFILE needs AIOPS_KAFKA_SSL_CERTFILE, the certificate it belongs to")
+        return self
 
 
 @lru_cache

@@ -16,6 +16,7 @@ from agents.runtime.metrics import MetricsServer, WorkerMetrics
 from agents.runtime.producer import kafka_producer
 from agents.runtime.recovery import RewindingTransport
 from agents.runtime.tables import StateTable, TableSpec
+from connectors.kafka_client import KafkaSecurity
 from pipeline.config import Settings
 from pipeline.detection import DetectionSettings
 from pipeline.policy import PolicyConfig
@@ -34,6 +35,7 @@ def new_faust_app(settings: Settings) -> SentryApp:
     return SentryApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=KafkaSecurity.from_settings(settings).faust_credentials(),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.topic_partitions,

@@ -20,6 +20,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from mode import Service
 
 from agents.runtime.emit import Emitter
+from connectors.kafka_client import kafka_access
 from pipeline.config import Settings
 from schemas.topics import TopicSpec
 
@@ -69,9 +70,8 @@ class BatchConsumer(Service):
 
     async def on_start(self) -> None:
         group = stage_group(self.settings.app_id, self.stage)
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = kafka_access(self.settings).consumer(
             *(topic.name for topic in self.sources),
-            bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=group,
             client_id=group,
             enable_auto_commit=False,
