@@ -41,6 +41,28 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1, le=16, description="Replication factor of topics when created.")
     metrics_retention_hours: int = Field(72, ge=1, description="Retention of raw metric and internal topics.")
     events_retention_hours: int = Field(24 * 14, ge=1, description="Retention of anomaly, action and DLQ topics.")
+    max_future_seconds: float = Field(
+        300,
+        ge=0,
+        description="How far ahead of the worker's clock a sample may be dated; samples later than that, or older "
+        "than AIOPS_METRICS_RETENTION_HOURS, are dead-lettered.",
+    )
+    max_metrics_per_service: int = Field(
+        24,
+        ge=1,
+        le=256,
+        description="Metrics one service may have; a sample of one more is dead-lettered. A metric's model takes "
+        "about 25 KB of the service's state record, which must fit Kafka's 1 MB message limit.",
+    )
+    max_series_per_worker: int = Field(
+        50_000, ge=1, description="Series (service, metric) one worker holds; a sample of one more is dead-lettered."
+    )
+    state_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Key signing worker state in changelogs (HMAC-SHA256); every worker of one app id needs the "
+        "same. Unset: a key generated into `<AIOPS_DATA_DIR>/state.key`.",
+    )
     worker_agents: str = Field(
         "ingest,detect,policy,actuate,sink",
         description="Agents a worker runs, comma separated. The sink reads in a consumer group of its own "
