@@ -13,6 +13,14 @@ CLI (foreground until Ctrl-C / SIGTERM)::
     python -m aiops.kafka_local [--port 9092] [--data-dir DIR] [--fetch-only]
 
 Needs ``java`` (17+) and, for the first fetch of a version, ``mvn``.
+
+``LocalKafka(users={"worker": "secret", ...})`` starts it secured as a managed Kafka is: one
+SASL_SSL listener (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) with a certificate made at start
+(:attr:`LocalKafka.cafile` verifies it), KRaft's ``StandardAuthorizer`` denying whatever no ACL
+allows, and the super user ``admin`` (:attr:`LocalKafka.admin_security`). The users get their
+SCRAM credentials through Kafka's admin API once the broker is up; their ACLs are the caller's
+(:mod:`connectors.kafka_acls`). The controller listener is SASL_SSL too, with PLAIN, since a
+controller cannot read SCRAM credentials from the metadata it serves.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import ctypes
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -36,10 +45,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
+from connectors.kafka_client import KafkaAccess, KafkaSecurity
 from pipeline.config import get_settings
 
 __all__ = ["KAFKA_VERSION", "LocalKafka", "LocalKafkaError", "ensure_jars", "free_port", "main"]
@@ -50,6 +61,8 @@ KAFKA_VERSION: str = get_settings().kafka_version
 """The Kafka release to run (``AIOPS_KAFKA_VERSION``); the pom's own default is only for hand-run mvn."""
 
 _HOST = "127.0.0.1"
+ADMIN = "admin"
+"""The secured broker's super user, which is also the identity the broker logs in to itself with."""
 _POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 _BROKER_LOG = "broker.log"
 _FETCH_TIMEOUT_S = 900.0
@@ -251,19 +264,13 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-async def _probe(bootstrap: str, timeout: float) -> None:
+async def _probe(access: KafkaAccess, timeout: float) -> None:
     """Succeed only once the broker serves metadata that lists a live broker and a controller.
 
     An open port is not enough: the socket listens before the node has registered and been
     unfenced, and topic creation fails until then.
     """
-    from aiokafka.admin import AIOKafkaAdminClient  # the project's own client; import cost only here
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="aiops-kafka-local-probe",
-        request_timeout_ms=max(1000, int(timeout * 1000)),
-    )
+    admin = access.admin(client_id="aiops-kafka-local-probe", request_timeout_ms=max(1000, int(timeout * 1000)))
     try:
         async with asyncio.timeout(timeout):
             await admin.start()
@@ -284,8 +291,16 @@ class LocalKafka:
     process is killed (Linux).
     """
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None, version: str = KAFKA_VERSION) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        version: str = KAFKA_VERSION,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
         self.version = version
+        self.users = dict(users) if users is not None else None
+        self._admin_password = secrets.token_urlsafe(16)
         self._requested_port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._owns_data_dir = False
@@ -299,6 +314,32 @@ class LocalKafka:
         if self._port is None or self._proc is None:
             raise LocalKafkaError("LocalKafka is not started: call start() or use it as a context manager")
         return f"{_HOST}:{self._port}"
+
+    @property
+    def secure(self) -> bool:
+        return self.users is not None
+
+    @property
+    def cafile(self) -> Path | None:
+        """The CA certificate (PEM) that signed a secured broker's certificate."""
+        return self._data_dir / "tls" / "ca.pem" if self.secure and self._data_dir is not None else None
+
+    def security(self, user: str, password: str | None = None, mechanism: str = "SCRAM-SHA-512") -> KafkaSecurity:
+        """How ``user`` connects to this secured broker (its password from ``users`` unless given)."""
+        if not self.secure:
+            raise LocalKafkaError("this broker is not secured: start it with users=")
+        assert self.users is not None
+        secret = password if password is not None else self._admin_password if user == ADMIN else self.users[user]
+        return KafkaSecurity("SASL_SSL", mechanism, user, secret, cafile=str(self.cafile))
+
+    @property
+    def admin_security(self) -> KafkaSecurity:
+        """The super user's: it may do anything, ACLs and credentials included."""
+        return self.security(ADMIN)
+
+    def access(self, security: KafkaSecurity | None = None) -> KafkaAccess:
+        """Clients of this broker: plaintext, or on a secured one the super user's unless ``security`` is given."""
+        return KafkaAccess(self.bootstrap, security or (self.admin_security if self.secure else KafkaSecurity()))
 
     @property
     def running(self) -> bool:
@@ -350,6 +391,8 @@ class LocalKafka:
             self._format(java, lib, config, timeout)
             self._spawn(java, lib, config)
             self._wait_ready(started + timeout, timeout)
+            if self.users:
+                self._run_async(self._add_users(), timeout)
         except BaseException:
             self.stop()
             raise
@@ -414,6 +457,8 @@ class LocalKafka:
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
         }
+        if self.secure:
+            props |= self._security_props(port, controller_port)
         (self._data_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
         config = self._data_dir / "server.properties"
         config.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
@@ -435,6 +480,9 @@ class LocalKafka:
         # C1 only: this JVM lives ~2 s, too short for the optimizing compiler to pay off.
         jvm = [*self._jvm(java, lib, "256m"), "-XX:TieredStopAtLevel=1"]
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)]
+        if self.secure:  # the super user can log in with SCRAM too; other users come through the admin API
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                cmd += ["--add-scram", f"{mechanism}=[name={ADMIN},password={self._admin_password}]"]
         try:
             result = subprocess.run(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -490,12 +538,67 @@ class LocalKafka:
                 if _accepts_connections(self._port):
                     probe_timeout = min(remaining, 10.0)
                     try:
-                        pool.submit(asyncio.run, _probe(bootstrap, probe_timeout)).result(probe_timeout + 5)
+                        pool.submit(asyncio.run, _probe(self.access(), probe_timeout)).result(probe_timeout + 5)
                         return
                     except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
                         last_error = f"{type(exc).__name__}: {exc}"
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(0.2)  # a poll interval that also notices an early exit at once
+
+    def _run_async(self, coro: Any, timeout: float) -> None:
+        # A loop of its own in a worker thread, as for the probe: start() may run inside an event loop.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-setup") as pool:
+            pool.submit(asyncio.run, coro).result(timeout)
+
+    async def _add_users(self) -> None:
+        from connectors.kafka_acls import upsert_scram_users
+
+        assert self.users is not None
+        admin = self.access().admin(client_id="aiops-kafka-local-setup")
+        await admin.start()
+        try:
+            await upsert_scram_users(admin, self.users)
+        finally:
+            await admin.close()
+
+    def _security_props(self, port: int, controller_port: int) -> dict[str, str]:
+        """SASL_SSL on both listeners, the authorizer, and the super user (see the module's docstring)."""
+        assert self._data_dir is not None and self.users is not None
+        tls = self._data_dir / "tls"
+        _make_certificates(tls)
+
+        def plain(users: Mapping[str, str]) -> str:
+            # The broker logs in as the super user to itself and to the controller; user_<name> are
+            # the PLAIN logins it accepts (PLAIN users live in this file, SCRAM ones in the metadata).
+            accepted = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+            return (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{ADMIN}" password="{self._admin_password}" {accepted};'
+            )
+
+        everyone = {ADMIN: self._admin_password, **self.users}
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": f"SASL_SSL://{_HOST}:{port},CONTROLLER://{_HOST}:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://{_HOST}:{port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain({ADMIN: self._admin_password}),
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": plain(everyone),
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": scram,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tls / "broker.pem"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls / "ca.pem"),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{ADMIN}",
+        }
 
     def _log_tail(self, lines: int = 40) -> str:
         path = self.log_path
@@ -513,6 +616,47 @@ class LocalKafka:
         if "UnsupportedClassVersionError" in output:
             return f" (Kafka {self.version} needs Java 17 or newer; set JAVA_HOME to one)"
         return ""
+
+
+def _make_certificates(directory: Path) -> None:
+    """A CA (``ca.pem``) and the broker's key and certificate for 127.0.0.1 and localhost signed
+    by it (``broker.pem``, the PEM keystore Kafka reads), valid for a day: enough for a run."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: Any, ca: bool):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(_HOST))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, broker_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("aiops-kafka-local CA", ca_key, None, ca_key, ca=True)
+    broker = certificate(_HOST, broker_key, ca.subject, ca_key, ca=False)
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    key = broker_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (directory / "broker.pem").write_bytes(key + broker.public_bytes(pem) + ca.public_bytes(pem))
+    (directory / "broker.pem").chmod(0o600)
 
 
 def main(argv: list[str] | None = None) -> int:
