@@ -15,7 +15,7 @@ from agents.runtime.emit import Emitter
 from agents.runtime.metrics import MetricsServer, WorkerMetrics
 from agents.runtime.producer import kafka_producer
 from agents.runtime.recovery import RewindingTransport
-from agents.runtime.tables import StateTable, TableSpec
+from agents.runtime.tables import StateSeal, StateTable, TableSpec
 from connectors.kafka_client import KafkaSecurity
 from pipeline.config import Settings
 from pipeline.detection import DetectionSettings
@@ -83,7 +83,7 @@ class Runtime:
         metrics = WorkerMetrics()
         server = None
         if settings.metrics_port:
-            server = MetricsServer(metrics, settings.metrics_port)
+            server = MetricsServer(metrics, settings.metrics_port, ready=functools.partial(faust_readiness, app))
             server.measure_lag(settings.app_id, functools.partial(faust_lags, app))
             app.service(server)
         return cls(
@@ -116,8 +116,22 @@ class Runtime:
         if spec.name not in self._tables:
             partitions = spec.partitioned_like.partitions(self.settings)
             state_bytes = self.metrics.state_bytes.labels(spec.name)
-            self._tables[spec.name] = StateTable(self.app, spec, partitions, state_bytes)
+            seal = StateSeal.of(self.settings, self.metrics.state_refused)
+            self._tables[spec.name] = StateTable(self.app, spec, partitions, state_bytes, seal=seal)
         return self._tables[spec.name]
+
+
+def faust_readiness(app: faust.App) -> str | None:
+    """Why the worker cannot take its share of work yet, or None: for the kubelet's readiness probe."""
+    if not app.started:
+        return "starting"
+    if app.rebalancing:
+        return "rebalancing"
+    if app.in_recovery:
+        return "recovering tables from their changelogs"
+    if app.agents and not app.rebalancing_count:
+        return "waiting for the first partition assignment"
+    return None
 
 
 async def faust_lags(app: faust.App) -> list[tuple[str, int, int]]:
