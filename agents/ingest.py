@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import ConsumerRecord
 
 from agents.runtime.consumer import BatchConsumer
 from agents.runtime.emit import ORIGIN_HEADER
-from pipeline.ingest import INGEST_STEP_SAMPLES, SampleRouter, parse_metrics_record
+from pipeline.ingest import INGEST_STEP_SAMPLES, SampleRouter, TimeBounds, parse_metrics_record
 from pipeline.windows import Origin, runs_header
 from schemas import SampleColumns, encode
 from schemas.topics import METRIC_SAMPLES
@@ -31,12 +32,16 @@ class Ingest(BatchConsumer):
     async def handle(self, records: list[ConsumerRecord]) -> None:
         partitions = METRIC_SAMPLES.partitions(self.settings)
         router, pending = SampleRouter(partitions), []
+        settings = self.settings
+        bounds = TimeBounds.around(datetime.now(UTC), settings.max_future_seconds, settings.metrics_retention_hours)
         for record in records:
-            result = parse_metrics_record(record.value)
+            result = parse_metrics_record(record.value, bounds)
             router.add(result, Origin.of(record.topic, record.partition, record.offset))
             self.metrics.samples.inc(len(result.samples))
             for rejection in result.rejected:
                 await self.emit.dead_letter(record, rejection.payload, rejection.reason)
+                if rejection.bound is not None:
+                    self.metrics.samples_refused.labels(rejection.bound).inc()
             if router.samples >= INGEST_STEP_SAMPLES:
                 pending += await self._send(router)
                 router = SampleRouter(partitions)

@@ -2,15 +2,18 @@
 
 A record holds one sample or a batch ``{"metrics": [...]}``. In a batch each sample stands on
 its own: the valid ones go on, each invalid one is rejected with its index, so one bad sample
-never costs the rest of its batch. :class:`SampleRouter` then regroups the valid samples of
-many records by the partition of their service.
+never costs the rest of its batch. A sample dated outside :class:`TimeBounds` is rejected the
+same way. :class:`SampleRouter` then regroups the valid samples of many records by the
+partition of their service.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import pydantic_core
 from pydantic import ValidationError
@@ -32,6 +35,47 @@ MERGED_RECORD_SAMPLES = 2_000
 class Rejection:
     reason: str
     payload: bytes
+    bound: str | None = None
+    """For a valid sample refused by a bound, which one (``future``, ``too_old``); None for bad input."""
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """The event times a worker accepts, around its clock at ``now``.
+
+    A sample far in the future would move its series' event time there for good: every later
+    window would close at once with a single sample, and the samples of the present would count
+    as late. One older than the metrics retention belongs to nothing the pipeline still keeps.
+    The clock is the caller's, so the core stays a pure function of its input.
+    """
+
+    now: datetime
+    max_future: timedelta
+    max_age: timedelta
+
+    @classmethod
+    def around(cls, now: datetime, max_future_seconds: float, retention_hours: float) -> TimeBounds:
+        return cls(now, timedelta(seconds=max_future_seconds), timedelta(hours=retention_hours))
+
+    def refusal(self, timestamp: datetime) -> tuple[str, str] | None:
+        """(bound, reason) for a timestamp outside the bounds; None inside them."""
+        if timestamp - self.now > self.max_future:
+            return "future", (
+                f"{timestamp.isoformat()} is more than {self.max_future.total_seconds():g} s ahead of the worker's "
+                f"clock ({self.now.isoformat()}; AIOPS_MAX_FUTURE_SECONDS)"
+            )
+        if self.now - timestamp > self.max_age:
+            return "too_old", (
+                f"{timestamp.isoformat()} is older than the metrics retention allows: more than "
+                f"{self.max_age.total_seconds() / 3600:g} h before the worker's clock ({self.now.isoformat()}; "
+                "AIOPS_METRICS_RETENTION_HOURS)"
+            )
+        return None
+
+    def admit(self, samples: list[MetricSample]) -> bool:
+        """True when every one of ``samples`` is within the bounds (the common case, checked first)."""
+        earliest, latest = self.now - self.max_age, self.now + self.max_future
+        return all(earliest <= sample.timestamp <= latest for sample in samples)
 
 
 @dataclass
@@ -90,7 +134,8 @@ class SampleRouter:
                 first += len(run)
 
 
-def parse_metrics_record(raw: bytes | None) -> IngestResult:
+def parse_metrics_record(raw: bytes | None, bounds: TimeBounds | None = None) -> IngestResult:
+    """The samples of one record, each valid and (with ``bounds``) dated within them; the rest rejected."""
     if not raw:
         return IngestResult(rejected=[Rejection("empty record: expected a metric sample or a batch", raw or b"")])
     # A valid record is validated straight from its JSON, without the Python objects of the
@@ -100,37 +145,64 @@ def parse_metrics_record(raw: bytes | None) -> IngestResult:
     try:
         valid = (MetricBatch if is_batch else MetricSample).model_validate_json(raw)
     except ValidationError:
-        return _parse_document(raw)
-    return IngestResult(samples=list(valid.metrics) if is_batch else [valid])
+        return _parse_document(raw, bounds)
+    if is_batch:
+        return _bounded(IngestResult(), bounds, enumerate(valid.metrics))
+    return _bounded(IngestResult(), bounds, [(None, valid)], raw)
 
 
-def _parse_document(raw: bytes) -> IngestResult:
+def _bounded(
+    result: IngestResult,
+    bounds: TimeBounds | None,
+    samples: Iterable[tuple[int | None, MetricSample]],
+    raw: bytes | None = None,
+) -> IngestResult:
+    """``result`` with ``samples`` (index in their batch, or None for a record of one) added, those
+    outside ``bounds`` as rejections: the sample itself, or ``raw``, the record of a lone sample."""
+    samples = list(samples)
+    if bounds is None or bounds.admit([sample for _, sample in samples]):
+        result.samples.extend(sample for _, sample in samples)
+        return result
+    for index, sample in samples:
+        refused = bounds.refusal(sample.timestamp)
+        if refused is None:
+            result.samples.append(sample)
+            continue
+        bound, reason = refused
+        field = "timestamp" if index is None else f"metrics.{index}.timestamp"
+        payload = raw if raw is not None else sample.model_dump_json().encode()
+        result.rejected.append(Rejection(f"{field}: {reason}", payload, bound))
+    return result
+
+
+def _parse_document(raw: bytes, bounds: TimeBounds | None) -> IngestResult:
     try:
         document = pydantic_core.from_json(raw)
     except ValueError as err:
         return IngestResult(rejected=[Rejection(f"record: Invalid JSON: {err}", raw)])
     if isinstance(document, dict) and "metrics" in document:
-        return _parse_batch(document, raw)
+        return _parse_batch(document, raw, bounds)
     try:
-        return IngestResult(samples=[MetricSample.model_validate(document)])
+        sample = MetricSample.model_validate(document)
     except ValidationError as err:
         return IngestResult(rejected=[Rejection(describe(err), raw)])
+    return _bounded(IngestResult(), bounds, [(None, sample)], raw)
 
 
-def _parse_batch(document: dict, raw: bytes) -> IngestResult:
+def _parse_batch(document: dict, raw: bytes, bounds: TimeBounds | None) -> IngestResult:
     try:
-        return IngestResult(samples=list(MetricBatch.model_validate(document).metrics))
+        return _bounded(IngestResult(), bounds, enumerate(MetricBatch.model_validate(document).metrics))
     except ValidationError as err:
         if not _only_sample_errors(err):
             return IngestResult(rejected=[Rejection(describe(err), raw)])
-    result = IngestResult()
+    result, valid = IngestResult(), []
     for index, item in enumerate(document["metrics"]):
         try:
-            result.samples.append(MetricSample.model_validate(item))
+            valid.append((index, MetricSample.model_validate(item)))
         except ValidationError as err:
             reason = "; ".join(f"metrics.{index}.{part}" for part in describe(err).split("; "))
             result.rejected.append(Rejection(reason, json.dumps(item, default=str).encode()))
-    return result
+    return _bounded(result, bounds, valid)
 
 
 def _only_sample_errors(err: ValidationError) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.ingest import SampleRouter, parse_metrics_record
+from pipeline.ingest import SampleRouter, TimeBounds, parse_metrics_record
 from pipeline.routing import partition_for
 from pipeline.windows import Origin
 
@@ -76,3 +77,44 @@ def test_partition_for_is_kafkas_default_partitioner():
     partitions = list(range(3))
     for name in ("payment-api", "user-auth", "inventory-svc", "svc-17", "ü-service"):
         assert partition_for(name.encode(), 3) == DefaultPartitioner()(name.encode(), partitions, partitions)
+
+
+NOW = datetime(2026, 1, 5, 10, 0, 30, tzinfo=UTC)
+BOUNDS = TimeBounds.around(NOW, max_future_seconds=300, retention_hours=72)
+
+
+def test_samples_far_in_the_future_or_older_than_the_retention_are_rejected_with_the_reason_the_rest_pass():
+    batch = {
+        "metrics": [
+            SAMPLE,
+            SAMPLE | {"timestamp": "9999-12-31T00:00:00Z", "value": 1},
+            SAMPLE | {"timestamp": "2026-01-05T10:05:30Z", "value": 2},  # 300 s ahead: accepted
+            SAMPLE | {"timestamp": "2026-01-05T10:05:31Z", "value": 3},
+            SAMPLE | {"timestamp": "2026-01-02T10:00:31Z", "value": 4},  # within 72 h
+            SAMPLE | {"timestamp": "2026-01-02T10:00:29Z", "value": 5},
+        ]
+    }
+    result = parse_metrics_record(json.dumps(batch).encode(), BOUNDS)
+    assert [s.value for s in result.samples] == [42.5, 2, 4]
+    assert [(r.reason.split(":")[0], r.bound) for r in result.rejected] == [
+        ("metrics.1.timestamp", "future"),
+        ("metrics.3.timestamp", "future"),
+        ("metrics.5.timestamp", "too_old"),
+    ]
+    assert "AIOPS_MAX_FUTURE_SECONDS" in result.rejected[0].reason
+    assert "AIOPS_METRICS_RETENTION_HOURS" in result.rejected[2].reason
+    assert json.loads(result.rejected[0].payload)["value"] == 1, "the refused sample is kept in the dead letter"
+
+
+def test_a_lone_sample_out_of_bounds_is_rejected_as_the_record_it_came_in():
+    raw = json.dumps(SAMPLE | {"timestamp": "9999-12-31T23:59:59Z"}).encode()
+    [rejection] = parse_metrics_record(raw, BOUNDS).rejected
+    assert rejection.payload == raw and rejection.reason.startswith("timestamp: 9999-12-31")
+
+
+def test_bounds_apply_on_the_path_that_sorts_out_invalid_samples_too():
+    batch = {"metrics": [SAMPLE | {"value": "oops"}, SAMPLE | {"timestamp": "9999-12-31T00:00:00Z"}, SAMPLE]}
+    result = parse_metrics_record(json.dumps(batch).encode(), BOUNDS)
+    assert len(result.samples) == 1
+    assert sorted(r.reason.split(":")[0] for r in result.rejected) == ["metrics.0.value", "metrics.1.timestamp"]
+    assert [r.bound for r in result.rejected if r.reason.startswith("metrics.1")] == ["future"]
