@@ -45,6 +45,7 @@ class Worker:
                 "AIOPS_TOPIC_PARTITIONS": "3",
                 "AIOPS_LOG_FORMAT": "text",
                 "AIOPS_KAFKA_SESSION_TIMEOUT_SECONDS": "10",
+                "AIOPS_METRICS_RETENTION_HOURS": "100000",  # the tests' samples date from 2026-01-05 on
             }
             | (env or {})
         )
@@ -138,10 +139,12 @@ class WorkerGroup:
     def __init__(self, bootstrap: str, data_dir: Path) -> None:
         self.bootstrap = bootstrap
         self.app_id = f"aiops-test-{uuid.uuid4().hex[:8]}"
+        self.state_key = uuid.uuid4().hex  # the workers of one app share one key to their state
         self.data_dir = data_dir
         self.workers: list[Worker] = []
 
     def start(self, **env: str) -> Worker:
+        env = {"AIOPS_STATE_KEY": self.state_key} | env
         self.workers.append(Worker(self.bootstrap, self.app_id, self.data_dir, env))
         return self.workers[-1]
 
