@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 kafka-jars: $(STAMP)
 	$(BIN)/python -m aiops.kafka_local --fetch-only
 
-# etcd, kube-apiserver and kube-controller-manager for the GKE tests; skipped when already built.
+# etcd, kube-apiserver, kube-controller-manager and kustomize for the GKE and deploy/ tests; skipped when built.
 kube-binaries: $(STAMP)
 	$(BIN)/python -m aiops.kube_local --build-only
 

@@ -14,7 +14,7 @@ takes minutes once per machine and version; the result is cached under ``AIOPS_C
 
 CLI::
 
-    python -m aiops.kube_local --build-only            # what `make setup` runs
+    python -m aiops.kube_local --build-only            # what `make setup` runs (kustomize too)
     python -m aiops.kube_local [--controller-manager]  # foreground until Ctrl-C; prints a kubeconfig path
 
 Needs ``go`` (any version from 1.21 fetches the toolchain Kubernetes asks for) for the first build.
@@ -55,9 +55,12 @@ from pipeline.config import get_settings
 __all__ = [
     "BINARIES",
     "KUBE_VERSION",
+    "KUSTOMIZE_VERSION",
     "LocalKube",
     "LocalKubeError",
     "ensure_binaries",
+    "ensure_kustomize",
+    "kustomize_build",
     "main",
 ]
 
@@ -65,6 +68,9 @@ log = logging.getLogger("aiops.kube_local")
 
 KUBE_VERSION = "1.37.2"
 """The Kubernetes release to build; bump it with the cluster versions the project supports."""
+
+KUSTOMIZE_VERSION = "5.8.1"
+"""kustomize renders deploy/'s overlays in the tests, as `kubectl apply -k` would; 5.8.1 builds with Go 1.24."""
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 DEFAULT_CONTROLLERS = (
@@ -228,6 +234,53 @@ def _build(version: str, target: Path) -> None:
     elapsed = time.monotonic() - started
     sizes = {name: (target / name).stat().st_size // 2**20 for name in BINARIES}
     log.info("kube.built version=%s seconds=%.0f sizes_mib=%s", version, elapsed, sizes)
+
+
+def ensure_kustomize(version: str = KUSTOMIZE_VERSION) -> Path:
+    """Return the path of the ``kustomize`` binary of ``version``, built once from the Go module proxy.
+
+    The same program `kubectl kustomize` embeds; the tests render deploy/'s overlays with it, so what
+    they check is what `kubectl apply -k` would send. Built into a temporary directory and renamed into
+    place, under the same kind of lock as :func:`ensure_binaries`.
+    """
+    target = get_settings().cache_dir / f"kustomize-{version}" / "kustomize"
+    if os.access(target, os.X_OK):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.access(target, os.X_OK):
+            return target
+        work = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
+        env = os.environ | {"GOCACHE": str(work / "gocache"), "GOBIN": str(work / "bin"), "CGO_ENABLED": "0"}
+        module = f"sigs.k8s.io/kustomize/kustomize/v5@v{version}"
+        log.info("kustomize.build version=%s into=%s", version, target)
+        try:
+            result = subprocess.run(
+                [_go(), "install", "-trimpath", "-ldflags", "-s -w", module], cwd=work, env=env,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise LocalKubeError(
+                    f"building {module} failed (exit {result.returncode}); is the Go module proxy reachable?\n"
+                    f"{_tail(result.stderr or result.stdout)}"
+                )
+            (work / "bin" / "kustomize").rename(target)
+        except subprocess.TimeoutExpired as exc:
+            raise LocalKubeError(f"building {module} took over {_BUILD_TIMEOUT_S:.0f}s") from exc
+        finally:
+            _remove_tree(work)
+    return target
+
+
+def kustomize_build(directory: Path) -> str:
+    """``kustomize build directory``: the YAML stream `kubectl apply -k directory` would send."""
+    result = subprocess.run(
+        [str(ensure_kustomize()), "build", str(directory)], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        raise LocalKubeError(f"kustomize build {directory} failed: {result.stderr.strip()}")
+    return result.stdout
 
 
 def _upstream_go_mod(run: Callable[..., subprocess.CompletedProcess[str]], version: str, cwd: Path) -> str:
@@ -692,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.build_only:
             log.info("kube.binaries dir=%s", ensure_binaries())
+            log.info("kustomize path=%s", ensure_kustomize())
             return 0
         kube = LocalKube(controller_manager=args.controller_manager)
         kube.start()

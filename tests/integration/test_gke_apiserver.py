@@ -2,8 +2,8 @@
 
 The server (tests/integration/conftest.py: ``local_kube``) runs with etcd and the Deployment and
 ReplicaSet controllers. The actuator talks to it with its own ServiceAccount's token, under
-deploy/rbac.yaml and deploy/admission-policy.yaml as applied here, so every action below is also a
-check that those grant enough; the refusals check that they grant no more. Pods stay Pending (no
+deploy/overlays/dev (rendered by kustomize) and deploy/admission-policy.yaml as applied here, so every
+action below is also a check that those grant enough; the refusals check that they grant no more. Pods stay Pending (no
 scheduler, no kubelet); where a test needs them ready it marks them so, as a kubelet would.
 
 What a real server cannot be made to do (429, 5xx, timeouts, a conflict on a patch without a
@@ -30,15 +30,17 @@ from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from aiops.kube_local import LocalKube
+from aiops.kube_local import LocalKube, kustomize_build
 from connectors.errors import PermanentActionError
 from connectors.gke import RESTARTED_AT, GkeConnector
 from schemas import ActionResult, ActionStatus, decode, topics
 from tests.support import FleetRun, consume_until
 
-NS = "default"
+NS = "default"  # where the dev overlay lets the actuator act
 ACTUATOR = "aiops-sentry-actuator"
-ACTUATOR_USER = f"system:serviceaccount:{NS}:{ACTUATOR}"
+ACTUATOR_NS = "aiops-actuator"
+PIPELINE_NS = "aiops-sentry"
+ACTUATOR_USER = f"system:serviceaccount:{ACTUATOR_NS}:{ACTUATOR}"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FIELD_MANAGER = "aiops-sentry-tests"
 DEPLOYMENT_POLICY = "aiops-sentry-actuator-deployments"
@@ -80,7 +82,9 @@ def as_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Json:
 
 
 def manifests() -> list[Json]:
-    return [doc for path in sorted(DEPLOY.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    """The dev overlay as `kubectl apply -k` sends it, then the admission policy (cluster-wide, applied apart)."""
+    texts = [kustomize_build(DEPLOY / "overlays" / "dev"), (DEPLOY / "admission-policy.yaml").read_text()]
+    return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
 
 
 def apply(dynamic: DynamicClient, doc: Json) -> Json:
@@ -304,7 +308,7 @@ def cluster(local_kube: LocalKube, tmp_path_factory: pytest.TempPathFactory) -> 
     for doc in manifests():
         apply(dynamic, doc)
     request = {"spec": {"audiences": [], "expirationSeconds": 3600}}
-    token = as_json(client.CoreV1Api(admin).create_namespaced_service_account_token, ACTUATOR, NS, request)
+    token = as_json(client.CoreV1Api(admin).create_namespaced_service_account_token, ACTUATOR, ACTUATOR_NS, request)
     actuator_token = token["status"]["token"]
     kubeconfig = local_kube.write_kubeconfig(home / "actuator", token=actuator_token, contexts=("prod",))
     actuator = config.new_client_from_config(str(kubeconfig), persist_config=False)
@@ -318,7 +322,8 @@ def cluster(local_kube: LocalKube, tmp_path_factory: pytest.TempPathFactory) -> 
 def _wait_until_enforced(cluster: Cluster) -> None:
     """RBAC and admission policies take effect when the server's informers see them: a moment after the apply."""
     apps = client.AppsV1Api(cluster.actuator)
-    worker = "aiops-sentry-worker"
+    worker = unique("enforced")  # a Deployment where the actuator may act: the pipeline's own are out of its reach
+    cluster.create_deployment(deployment_body(worker, 0, {"app": worker}))
 
     def can_get() -> bool:
         try:
@@ -378,15 +383,25 @@ def test_every_manifest_in_deploy_applies_strictly_and_again(cluster: Cluster) -
 
     applied = [apply(dynamic, doc) for doc in docs]  # a second time: applying is idempotent
 
-    kinds = sorted((a["kind"], a["metadata"]["name"]) for a in applied)
+    # A generated ConfigMap's name ends in a hash of its content.
+    def name(doc: Json) -> str:
+        return doc["metadata"]["name"].rsplit("-", 1)[0] if doc["kind"] == "ConfigMap" else doc["metadata"]["name"]
+
+    kinds = sorted((a["kind"], name(a)) for a in applied)
     assert kinds == sorted(
         [
+            ("Namespace", PIPELINE_NS),
+            ("Namespace", ACTUATOR_NS),
+            ("ConfigMap", "aiops-sentry-policy"),
             ("ConfigMap", "aiops-sentry-policy"),
             ("Deployment", "aiops-sentry-worker"),
             ("Deployment", "aiops-sentry-gateway"),
+            ("Deployment", ACTUATOR),
             ("Service", "aiops-sentry-gateway"),
+            ("ServiceAccount", "aiops-sentry-worker"),
+            ("ServiceAccount", "aiops-sentry-gateway"),
             ("ServiceAccount", ACTUATOR),
-            ("Role", ACTUATOR),
+            ("ClusterRole", ACTUATOR),
             ("RoleBinding", ACTUATOR),
             ("ValidatingAdmissionPolicy", DEPLOYMENT_POLICY),
             ("ValidatingAdmissionPolicyBinding", DEPLOYMENT_POLICY),
@@ -440,6 +455,7 @@ def test_a_typo_or_a_wrong_type_in_a_manifest_is_refused(cluster: Cluster) -> No
     dynamic = DynamicClient(cluster.admin)
     deployments = dynamic.resources.get(api_version="apps/v1", kind="Deployment")
     [worker] = [d for d in manifests() if d["kind"] == "Deployment" and d["metadata"]["name"] == "aiops-sentry-worker"]
+    worker["metadata"]["namespace"] = NS  # the copies below go where the test creates its objects
     typo = copy.deepcopy(worker)
     typo["metadata"]["name"] = unique("typo")
     typo["spec"]["replica"] = typo["spec"].pop("replicas")
@@ -479,15 +495,21 @@ def test_a_typo_or_a_wrong_type_in_a_manifest_is_refused(cluster: Cluster) -> No
         assert absent.value.status == 404
 
 
-def test_the_manifests_deployments_get_their_pods_under_the_actuator_account(cluster: Cluster) -> None:
-    """The controllers accept the shipped Deployments as they are: the ServiceAccount they name exists."""
-    workers = cluster.wait_for_pods("app=aiops-sentry-worker", 2)
-    gateways = cluster.wait_for_pods("app=aiops-sentry-gateway", 1)
+def test_the_manifests_deployments_get_their_pods_each_under_its_own_account(cluster: Cluster) -> None:
+    """The controllers accept the shipped Deployments as they are, under the namespaces' `restricted` pod
+    security: each pod runs as its own ServiceAccount, and only the actuator's carries a token."""
+    pods = {
+        "worker": cluster.wait_for_pods("app=aiops-sentry-worker", 1, PIPELINE_NS),
+        "gateway": cluster.wait_for_pods("app=aiops-sentry-gateway", 1, PIPELINE_NS),
+        "actuator": cluster.wait_for_pods(f"app={ACTUATOR}", 1, ACTUATOR_NS),
+    }
+    namespaces = {"worker": PIPELINE_NS, "gateway": PIPELINE_NS, "actuator": ACTUATOR_NS}
 
-    pods = {p["metadata"]["name"]: p for p in cluster.pods("app in (aiops-sentry-worker,aiops-sentry-gateway)")}
-    assert sorted(pods) == sorted(workers + gateways)
-    assert {pods[name]["spec"]["serviceAccountName"] for name in workers} == {ACTUATOR}
-    assert {pods[name]["spec"]["serviceAccountName"] for name in gateways} == {"default"}
+    for component, [name] in pods.items():
+        spec = as_json(cluster.core.read_namespaced_pod, name, namespaces[component])["spec"]
+        tokens = [v for v in spec.get("volumes", []) if v["name"].startswith("kube-api-access-")]
+        assert spec["serviceAccountName"] == f"aiops-sentry-{component}", component
+        assert len(tokens) == (1 if component == "actuator" else 0), (component, spec.get("volumes"))
 
 
 # -- the actions, as the actuator ---------------------------------------------------------
@@ -1138,7 +1160,7 @@ def test_the_admission_policy_holds_when_the_actuators_role_is_widened(cluster: 
         {
             "metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": ACTUATOR, "namespace": NS}],
+            "subjects": [{"kind": "ServiceAccount", "name": ACTUATOR, "namespace": ACTUATOR_NS}],
         },
     )
     apps, hpas = client.AppsV1Api(cluster.actuator), client.AutoscalingV2Api(cluster.actuator)
