@@ -9,8 +9,10 @@ needed and an administrator's script, the local broker and the tests share one p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -19,7 +21,7 @@ from typing import Any
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.protocol.admin import CreateAclsRequest_v1
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest_v1
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Schema, TaggedFields
 
@@ -46,6 +48,7 @@ class Pattern(IntEnum):
 
 
 ALLOW = 3
+ANY = 1
 ANY_HOST = "*"
 
 
@@ -111,8 +114,12 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):
         return request_struct_class(self.creations)
 
 
-async def create_acls(admin: AIOKafkaAdminClient, acls: Iterable[AclBinding]) -> None:
-    """Create ``acls`` (creating an existing one is harmless); raises :class:`KafkaAdminError` with every refusal."""
+async def create_acls(admin: AIOKafkaAdminClient, acls: Iterable[AclBinding], wait_seconds: float = 30.0) -> None:
+    """Create ``acls`` (creating an existing one is harmless); raises :class:`KafkaAdminError` with every refusal.
+
+    The controller commits ACLs before it answers, but a broker's authorizer applies them a moment
+    later; this returns once the broker asked lists them all, so a client started next is judged by them.
+    """
     acls = list(acls)
     if not acls:
         return
@@ -124,6 +131,38 @@ async def create_acls(admin: AIOKafkaAdminClient, acls: Iterable[AclBinding]) ->
     ]
     if errors:
         raise KafkaAdminError("the broker refused ACLs: " + "; ".join(errors))
+    deadline = time.monotonic() + wait_seconds
+    for principal in {acl.principal for acl in acls}:
+        wanted = {acl for acl in acls if acl.principal == principal}
+        while not wanted <= await acls_of(admin, principal):
+            if time.monotonic() > deadline:
+                raise KafkaAdminError(f"ACLs of {principal} not in force after {wait_seconds:.0f}s")
+            await asyncio.sleep(0.05)
+
+
+class _DescribeAcls(Request[DescribeAclsRequest_v1]):
+    """Version 1 only: aiokafka's version 2 lacks the compact encoding Kafka expects of it."""
+
+    API_KEY = 29
+
+    def __init__(self, principal: str) -> None:
+        self.principal = principal
+
+    def build(self, request_struct_class: type[DescribeAclsRequest_v1]) -> DescribeAclsRequest_v1:
+        return request_struct_class(ANY, None, ANY, self.principal, None, ANY, ANY)
+
+
+async def acls_of(admin: AIOKafkaAdminClient, principal: str) -> set[AclBinding]:
+    """The allowing ACLs of ``principal`` (``User:<name>``) the broker knows."""
+    response = await admin._send_request(_DescribeAcls(principal))  # noqa: SLF001 - see create_acls
+    if response.error_code:
+        raise KafkaAdminError(f"describing the ACLs of {principal} failed: {response.error_message}")
+    return {
+        AclBinding(who, Resource(kind), name, Operation(operation), Pattern(pattern))
+        for kind, name, pattern, entries in response.resources
+        for who, _host, operation, permission in entries
+        if permission == ALLOW and kind in iter(Resource) and operation in iter(Operation)
+    }
 
 
 class _ScramResponse(Response):

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import NewTopic
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 
 from agents.runtime.consumer import stage_group
 from aiops.producer import MetricsProducer
+from connectors.kafka_client import KafkaAccess, KafkaSecurity
 from pipeline.simulator import Fleet, Incident, IncidentKind, publish_history
 from schemas import decode, topics
 
@@ -30,16 +31,40 @@ SECOND = timedelta(seconds=1)
 LEARNING_SECONDS = 1600
 """Quiet history a fleet run starts with: the default detector stays silent for its first 150 windows."""
 
+Broker = str | KafkaAccess
+"""A plaintext broker's bootstrap address, or where a broker is and how to authenticate to it."""
+
+
+def access(broker: Broker) -> KafkaAccess:
+    return broker if isinstance(broker, KafkaAccess) else KafkaAccess(broker)
+
+
+def security_env(security: KafkaSecurity) -> dict[str, str]:
+    """The AIOPS_KAFKA_* variables that make a worker connect as ``security`` says."""
+    env = {"AIOPS_KAFKA_SECURITY_PROTOCOL": security.protocol}
+    if security.sasl:
+        env |= {
+            "AIOPS_KAFKA_SASL_MECHANISM": security.mechanism,
+            "AIOPS_KAFKA_SASL_USERNAME": security.username or "",
+            "AIOPS_KAFKA_SASL_PASSWORD": security.password or "",
+        }
+    for name in ("cafile", "certfile", "keyfile"):
+        if value := getattr(security, name):
+            env[f"AIOPS_KAFKA_SSL_{name.upper()}"] = value
+    return env
+
 
 class Worker:
     """One `aiops worker` subprocess; its output goes to a log file the test can show on failure."""
 
-    def __init__(self, bootstrap: str, app_id: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, bootstrap: Broker, app_id: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = data_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        broker = access(bootstrap)
         env = (
             os.environ
+            | security_env(broker.security)
             | {
-                "AIOPS_KAFKA_BOOTSTRAP": bootstrap,
+                "AIOPS_KAFKA_BOOTSTRAP": broker.bootstrap,
                 "AIOPS_APP_ID": app_id,
                 "AIOPS_DATA_DIR": str(data_dir),
                 "AIOPS_TOPIC_PARTITIONS": "3",
@@ -101,7 +126,13 @@ class FleetRun:
                     "limits": {"cooldown_seconds": 3600, "incident_gap_seconds": 60},
                     # Each test's worker reads the shared requests topic from its beginning and runs the
                     # recent requests of earlier tests (dry runs): the actuator's breaker must not trip on those.
-                    "guardrails": {"breaker_max_actions": 1000},
+                    # Executing needs the allow-lists.
+                    "guardrails": {
+                        "breaker_max_actions": 1000,
+                        "allowed_clusters": [cluster],
+                        "allowed_namespaces": ["default"],
+                        "allowed_projects": [],
+                    },
                 }
             )
         )
@@ -120,15 +151,16 @@ class FleetRun:
     def latency_incident(self, at_seconds: int, seconds: int) -> datetime:
         return self.incident(IncidentKind.LATENCY_SPIKE, at_seconds, seconds)
 
-    async def publish(self, bootstrap: str, from_seconds: int, to_seconds: int) -> None:
+    async def publish(self, bootstrap: Broker, from_seconds: int, to_seconds: int) -> None:
         start = T0 if from_seconds == 0 else self.at(from_seconds)
-        async with MetricsProducer(bootstrap) as producer:
+        broker = access(bootstrap)
+        async with MetricsProducer(broker.bootstrap, security=broker.security) as producer:
             self.produced += await publish_history(self.fleet, producer.send, start, self.at(to_seconds), SECOND)
 
     def ours(self, record) -> bool:
         return record.key is not None and record.key.decode() in self.services
 
-    async def read(self, bootstrap: str, spec: topics.TopicSpec, model):
+    async def read(self, bootstrap: Broker, spec: topics.TopicSpec, model):
         records = await read_all(bootstrap, spec.name, keep=self.ours)
         return [decode(model, record.value) for record in records]
 
@@ -136,7 +168,7 @@ class FleetRun:
 class WorkerGroup:
     """Workers of one Faust app (one consumer group) on one broker."""
 
-    def __init__(self, bootstrap: str, data_dir: Path) -> None:
+    def __init__(self, bootstrap: Broker, data_dir: Path) -> None:
         self.bootstrap = bootstrap
         self.app_id = f"aiops-test-{uuid.uuid4().hex[:8]}"
         self.state_key = uuid.uuid4().hex  # the workers of one app share one key to their state
@@ -153,10 +185,10 @@ class WorkerGroup:
             worker.stop()
 
 
-async def new_topic(bootstrap: str, prefix: str, partitions: int) -> str:
+async def new_topic(bootstrap: Broker, prefix: str, partitions: int) -> str:
     """A topic of its own for one test, with ``partitions`` partitions."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = access(bootstrap).admin()
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
@@ -165,8 +197,8 @@ async def new_topic(bootstrap: str, prefix: str, partitions: int) -> str:
     return topic
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def produce(bootstrap: Broker, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = access(bootstrap).producer(acks="all")
     await producer.start()
     try:
         for key, value in records:
@@ -176,7 +208,7 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
 
 
 async def consume_until(
-    bootstrap: str,
+    bootstrap: Broker,
     topic: str,
     done: Callable[[list[ConsumerRecord]], bool],
     *,
@@ -184,9 +216,7 @@ async def consume_until(
     timeout: float = 90.0,
 ) -> list[ConsumerRecord]:
     """Read ``topic`` from the beginning until ``done(kept records)`` holds, or fail at the deadline."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
+    consumer = access(bootstrap).consumer(topic, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     kept: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout
@@ -202,12 +232,10 @@ async def consume_until(
 
 
 async def read_all(
-    bootstrap: str, topic: str, keep: Callable[[ConsumerRecord], bool] = lambda record: True, timeout: float = 60.0
+    bootstrap: Broker, topic: str, keep: Callable[[ConsumerRecord], bool] = lambda record: True, timeout: float = 60.0
 ) -> list[ConsumerRecord]:
     """Every record now in ``topic`` (from the beginning up to the current end) that ``keep`` accepts."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
+    consumer = access(bootstrap).consumer(topic, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = await _partitions(consumer, [topic])
@@ -234,11 +262,11 @@ def reading_group(app_id: str, topic: str) -> str:
     return stage_group(app_id, "ingest") if topic == topics.METRICS.name else app_id
 
 
-async def wait_until_drained(bootstrap: str, app_id: str, names: list[str], timeout: float = 120.0) -> None:
+async def wait_until_drained(bootstrap: Broker, app_id: str, names: list[str], timeout: float = 120.0) -> None:
     """Wait until the stages of ``app_id`` have committed every record of the topics ``names``:
     each stage is done with its input."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    probe = AIOKafkaConsumer(*names, bootstrap_servers=bootstrap)
+    admin = access(bootstrap).admin()
+    probe = access(bootstrap).consumer(*names)
     await admin.start()
     await probe.start()
     deadline = time.monotonic() + timeout
@@ -271,10 +299,12 @@ async def wait_until_drained(bootstrap: str, app_id: str, names: list[str], time
         await admin.close()
 
 
-async def wait_for_members(bootstrap: str, group: str, count: int, timeout: float = 120.0) -> list[set[TopicPartition]]:
+async def wait_for_members(
+    bootstrap: Broker, group: str, count: int, timeout: float = 120.0
+) -> list[set[TopicPartition]]:
     """Wait until ``group`` has exactly ``count`` members with a settled assignment; returns each
     member's partitions."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = access(bootstrap).admin()
     await admin.start()
     deadline = time.monotonic() + timeout
     try:
