@@ -67,3 +67,32 @@ async def test_a_worker_counts_what_it_does_and_serves_it_to_prometheus(kafka_bo
     assert all(value >= 0 for _, value in samples["aiops_consumer_lag"])
     groups = {labels["group"] for labels, _ in samples["aiops_consumer_lag"]}
     assert groups >= {workers.app_id, f"{workers.app_id}-ingest", f"{workers.app_id}-sink"}
+
+
+def probe(port: int, path: str) -> tuple[int, str] | None:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+    except httpx.TransportError:
+        return None  # not listening yet
+    return response.status_code, response.text
+
+
+async def test_a_worker_answers_its_probes_once_it_has_joined_its_group(kafka_bootstrap, workers, tmp_path):
+    """The kubelet's probes: /healthz as soon as the worker serves, /readyz once Faust has its partitions."""
+    port = free_port()
+    worker = workers.start(AIOPS_METRICS_PORT=str(port), AIOPS_SQLITE_PATH=str(tmp_path / "store.sqlite"))
+    seen: list[tuple[str, tuple[int, str] | None]] = []
+    deadline = time.monotonic() + 90
+    while True:
+        live, ready = probe(port, "/healthz"), probe(port, "/readyz")
+        seen.append(("ready", ready))
+        if live == (200, "ok\n") and ready == (200, "ok\n"):
+            break
+        assert worker.alive(), worker.output()
+        assert time.monotonic() < deadline, f"probes not both 200: {live}, {ready}\n{worker.output()}"
+        await asyncio.sleep(0.2)
+
+    # Before that, readiness said why not (a 503 with the reason), never a bare failure.
+    refusals = {answer for _, answer in seen if answer is not None and answer[0] != 200}
+    assert all(status == 503 and reason.strip() for status, reason in refusals), refusals
+    assert probe(port, "/metrics")[0] == 200  # the same port still serves Prometheus
