@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiops.agents.actuate")
 
-STATE_KEY = "actuator"
-"""One key: requests and approvals have one partition each, so cooldowns and the breaker are global."""
-
 
 def new_executor(settings: Settings) -> ActionExecutor:
     """The executor of the settings' targets; each connector is made on its first action."""
@@ -43,14 +40,14 @@ def new_executor(settings: Settings) -> ActionExecutor:
 
 
 async def carry_out(
-    executor: ActionExecutor, request: ActionRequest, now: datetime, *, execute: bool, replica_ceiling: int
+    executor: ActionExecutor, request: ActionRequest, now: datetime, *, execute: bool, replica_bounds: tuple[int, int]
 ) -> ActionResult:
     """Run ``request`` (or describe it, in a dry run) and say how it ended: always a result, never
     an exception, so no action stays ``in_progress`` and the agent never stops on one."""
     if not execute:
         return result_for(request, ActionStatus.DRY_RUN, f"dry run: would {executor.describe(request)}")
     try:
-        details = await asyncio.to_thread(executor.execute, request, at=now, replica_ceiling=replica_ceiling)
+        details = await asyncio.to_thread(executor.execute, request, at=now, replica_bounds=replica_bounds)
     except ActionError as err:
         return result_for(request, ActionStatus.FAILED, err.message, {"retryable": err.retryable})
     except Exception as err:  # noqa: BLE001 - an unforeseen error still ends the action, with its reason
@@ -62,6 +59,7 @@ async def carry_out(
 def attach(rt: Runtime, stage: Stage) -> None:
     [states] = (rt.table(spec) for spec in stage.state)
     executor, guardrails, execute = new_executor(rt.settings), rt.policy.guardrails, rt.settings.actions_execute
+    bounds = (guardrails.min_replicas, guardrails.max_replicas)
 
     @rt.app.agent(rt.source(*stage.reads), name=stage.name)
     async def actuate(stream):
@@ -74,19 +72,20 @@ def attach(rt: Runtime, stage: Stage) -> None:
                 "actuator input",
                 extra={"offset": event.message.offset, "action_id": message.action_id, "decision": is_decision},
             )
-            state = states.get(STATE_KEY) or ActuatorState()
+            # One partition each for requests and approvals: every key of the actuator's state
+            # lives on this worker, so cooldowns and the breaker are global.
+            state = ActuatorState(states.get)
             now = datetime.now(UTC)
+            now_ms = int(now.timestamp() * 1000)
             handle = handle_decision if is_decision else handle_request
-            step = handle(guardrails, state, message, int(now.timestamp() * 1000))
+            step = handle(guardrails, state, message, now_ms)
             if step.run is not None:
                 # The intent is durable before anything touches the target: after a crash the
                 # request is redelivered, recognised, and never run a second time.
-                await states.write({STATE_KEY: state})
+                await states.write(state.changes())
             await rt.emit.send_delivered(ACTION_RESULTS, step.results)
             if step.run is not None:
-                outcome = await carry_out(
-                    executor, step.run, now, execute=execute, replica_ceiling=guardrails.max_replicas
-                )
-                state.record(step.run.action_id, outcome.status)
+                outcome = await carry_out(executor, step.run, now, execute=execute, replica_bounds=bounds)
+                state.record(step.run.action_id, outcome.status, now_ms)
                 await rt.emit.send_delivered(ACTION_RESULTS, [outcome])
-            await states.write({STATE_KEY: state})
+            await states.write(state.changes())

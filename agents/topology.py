@@ -29,7 +29,7 @@ from pipeline import actuation, service_state
 from pipeline import ingest as ingest_core
 from pipeline import policy as policy_core
 from pipeline.config import Settings
-from pipeline.policy import PolicyConfig, load_policy
+from pipeline.policy import PolicyConfig, check_execution, load_policy
 from pipeline.store import Store
 from schemas import topics
 
@@ -103,11 +103,14 @@ def select(names: Iterable[str]) -> list[Stage]:
 def build_app(settings: Settings) -> SentryApp:
     """The worker's Faust app with the stages ``AIOPS_WORKER_AGENTS`` names.
 
-    Raises :class:`pipeline.policy.PolicyFileError` for a bad policy file and ValueError for an
-    unknown stage: both are the operator's to fix, before anything connects to Kafka.
+    Raises :class:`pipeline.policy.PolicyFileError` for a bad policy file (or one without the
+    allow-lists that executing actions needs) and ValueError for an unknown stage: both are the
+    operator's to fix, before anything connects to Kafka.
     """
     stages = select(settings.worker_agents.split(","))
     policy_config = load_policy(settings.policy_file) if settings.policy_file else PolicyConfig()
+    if ACTUATE in stages and settings.actions_execute:
+        check_execution(policy_config, str(settings.policy_file or "AIOPS_POLICY_FILE (unset)"))
     runtime = Runtime.from_settings(settings, policy_config)
     for stage in stages:
         stage.attach(runtime, stage)

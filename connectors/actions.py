@@ -58,12 +58,15 @@ class ActionExecutor:
             verb = "roll a new revision of"
         return f"{verb} {where}"
 
-    def execute(self, request: ActionRequest, *, at: datetime, replica_ceiling: int) -> dict[str, Any]:
-        """Run the action; transient failures are retried with exponential backoff, then raised."""
+    def execute(self, request: ActionRequest, *, at: datetime, replica_bounds: tuple[int, int]) -> dict[str, Any]:
+        """Run the action; transient failures are retried with exponential backoff, then raised.
+
+        ``replica_bounds`` are the guardrails' (floor, ceiling): a relative scale never goes past them.
+        """
         delay = self.first_backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return self._call(request, at, replica_ceiling)
+                return self._call(request, at, replica_bounds)
             except TransientActionError as err:
                 if attempt == self.max_attempts:
                     raise TransientActionError(
@@ -87,8 +90,9 @@ class ActionExecutor:
                 raise PermanentActionError(f"cannot set up the {target.value} client: {err}") from err
         return self._connectors[target]
 
-    def _call(self, request: ActionRequest, at: datetime, replica_ceiling: int) -> dict[str, Any]:
-        cap = min(request.replica_cap or replica_ceiling, replica_ceiling)
+    def _call(self, request: ActionRequest, at: datetime, replica_bounds: tuple[int, int]) -> dict[str, Any]:
+        floor, ceiling = replica_bounds
+        cap = min(request.replica_cap or ceiling, ceiling)
         connector = self._connector(request.target_type)
         if request.target_type is TargetType.GKE:
             place = (request.cluster_name, request.namespace, request.service_name)
@@ -105,6 +109,7 @@ class ActionExecutor:
                         max_replicas=request.max_replicas,
                         scale_factor=request.scale_factor,
                         replica_cap=cap,
+                        replica_floor=floor,
                     )
         if not request.project:
             raise PermanentActionError("a Cloud Run action needs the project: set it in the request or the catalog")
@@ -116,5 +121,6 @@ class ActionExecutor:
                 max_instances=request.max_replicas,
                 scale_factor=request.scale_factor,
                 cap=cap,
+                floor=floor,
             )
         return connector.restart(*place, at=at)

@@ -144,12 +144,14 @@ class CloudRunConnector:
         max_instances: int | None = None,
         scale_factor: float | None = None,
         cap: int | None = None,
+        floor: int | None = None,
     ) -> dict[str, Any]:
         """Set the revision template's instance bounds; ``scale_factor`` multiplies the current maximum.
 
-        The new maximum (given or multiplied, rounded up) never exceeds ``cap``, and a factor of 1 or more never
-        lowers it (a service already above ``cap`` stays where it is). A request that changes nothing is a
-        PermanentActionError: scaling the same way again cannot help, the policy has to do something else.
+        The new maximum (given or multiplied, rounded up) never exceeds ``cap``, and a multiplied one never goes
+        under ``floor``; a factor of 1 or more never lowers it and one under 1 never raises it (a service already
+        beyond a bound stays where it is). A request that changes nothing is a PermanentActionError: scaling the
+        same way again cannot help, the policy has to do something else.
         """
         _check_scale_arguments(min_instances, max_instances, scale_factor, cap)
         name = _service_name(project, region, service)
@@ -161,8 +163,10 @@ class CloudRunConnector:
                 new_max = max(1, math.ceil(round(old_max * scale_factor, 6)))
             if cap is not None and (max_instances is not None or scale_factor is not None):
                 new_max = min(new_max, cap)
-            if scale_factor is not None and scale_factor >= 1:
-                new_max = max(new_max, old_max)
+            if scale_factor is not None and floor is not None:
+                new_max = max(new_max, floor)
+            if scale_factor is not None:
+                new_max = max(new_max, old_max) if scale_factor >= 1 else min(new_max, old_max)
             new_min = old_min if min_instances is None else min_instances
             if new_min > new_max:
                 raise PermanentActionError(

@@ -131,15 +131,17 @@ class GkeConnector:
         max_replicas: int | None = None,
         scale_factor: float | None = None,
         replica_cap: int | None = None,
+        replica_floor: int | None = None,
     ) -> Json:
         """Change capacity; through the Deployment's HPA when one exists, since it would undo a direct change.
 
         Without an HPA: ``replicas`` sets spec.replicas, ``scale_factor`` multiplies it (rounded up, at most
-        ``replica_cap``), ``min_replicas``/``max_replicas`` bound the result. With an HPA: ``replicas`` sets
-        minReplicas (raising maxReplicas if needed), ``scale_factor`` multiplies maxReplicas, and
-        ``min_replicas``/``max_replicas`` set the HPA's bounds; replicas are left to the HPA.
+        ``replica_cap``, at least ``replica_floor``), ``min_replicas``/``max_replicas`` bound the result. With an
+        HPA: ``replicas`` sets minReplicas (raising maxReplicas if needed), ``scale_factor`` multiplies maxReplicas
+        within the same bounds, and ``min_replicas``/``max_replicas`` set the HPA's bounds; replicas are left to
+        the HPA. A relative scale moves only the way its factor says: a count already beyond a bound stays.
         """
-        request = _ScaleRequest(replicas, min_replicas, max_replicas, scale_factor, replica_cap)
+        request = _ScaleRequest(replicas, min_replicas, max_replicas, scale_factor, replica_cap, replica_floor)
         what = f"scale of deployment {namespace}/{deployment} on {cluster}"
         api = self._client(cluster)
         with self._translated(what, cluster):
@@ -386,6 +388,7 @@ class _ScaleRequest:
         max_replicas: int | None,
         scale_factor: float | None,
         replica_cap: int | None,
+        replica_floor: int | None = None,
     ) -> None:
         if replicas is None and min_replicas is None and max_replicas is None and scale_factor is None:
             raise PermanentActionError("scale needs replicas, min_replicas, max_replicas or scale_factor")
@@ -402,13 +405,21 @@ class _ScaleRequest:
             raise PermanentActionError(f"scale_factor must be a positive number, got {scale_factor}")
         if replica_cap is not None and replica_cap < 1:
             raise PermanentActionError(f"replica_cap must be 1 or more, got {replica_cap}")
+        if replica_floor is not None and replica_cap is not None and replica_floor > replica_cap:
+            raise PermanentActionError(f"replica_floor {replica_floor} is above replica_cap {replica_cap}")
         self.replicas, self.min, self.max = replicas, min_replicas, max_replicas
-        self.factor, self.cap = scale_factor, replica_cap
+        self.factor, self.cap, self.floor = scale_factor, replica_cap, replica_floor
 
     def _scaled(self, value: int) -> int:
+        """``value`` times the factor, rounded up, within [floor, cap]; but never against the factor's
+        direction: a scale-down leaves a count already under the floor alone, a scale-up one over the cap."""
         assert self.factor is not None
         scaled = math.ceil(value * Fraction(str(self.factor)))
-        return scaled if self.cap is None else min(scaled, self.cap)
+        if self.cap is not None:
+            scaled = min(scaled, self.cap)
+        if self.floor is not None:
+            scaled = max(scaled, self.floor)
+        return max(scaled, value) if self.factor >= 1 else min(scaled, value)
 
     def replicas_without_hpa(self, current: int) -> int:
         target = self.replicas if self.replicas is not None else current

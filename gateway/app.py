@@ -19,7 +19,7 @@ from gateway.models import VERSION
 from gateway.state import LiveState
 from gateway.telemetry import GatewayMetrics
 from pipeline.config import Settings, get_settings
-from pipeline.policy import load_policy
+from pipeline.policy import PolicyConfig, load_policy
 
 log = logging.getLogger("aiops.gateway")
 
@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
     app.state.live = live
     app.state.kafka = bridge
     app.state.store = store
-    app.state.catalog = load_policy(settings.policy_file).catalog if settings.policy_file else {}
+    policy = load_policy(settings.policy_file) if settings.policy_file else PolicyConfig()
+    app.state.catalog, app.state.guardrails = policy.catalog, policy.guardrails
     app.state.metrics = GatewayMetrics(live, bridge)
 
     errors.install(app)

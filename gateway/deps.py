@@ -1,4 +1,4 @@
-"""What routes take from the application: the live state, the Kafka bridge, the catalog, the optional store."""
+"""What routes take from the application: live state, Kafka bridge, catalog, guardrails, the optional store."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import Request
 
 from gateway.bridge import KafkaBridge
 from gateway.state import LiveState
+from pipeline.actuation import Guardrails
 from pipeline.policy import CloudRunTarget, GkeTarget
 
 
@@ -23,6 +24,11 @@ def kafka(request: Request) -> KafkaBridge:
 def catalog(request: Request) -> Mapping[str, GkeTarget | CloudRunTarget]:
     """Where each service runs, from the policy file (``AIOPS_POLICY_FILE``); empty without one."""
     return request.app.state.catalog
+
+
+def guardrails(request: Request) -> Guardrails:
+    """The policy file's guardrails (``AIOPS_POLICY_FILE``); the defaults without one."""
+    return getattr(request.app.state, "guardrails", None) or Guardrails()
 
 
 def store(request: Request) -> Any | None:

@@ -27,6 +27,7 @@ from gateway.models import (
     command_model,
 )
 from gateway.state import LiveState
+from pipeline.actuation import Guardrails
 from pipeline.policy import CloudRunTarget, GkeTarget, place
 from schemas import (
     ActionDecision,
@@ -50,6 +51,7 @@ Operator = Annotated[Principal, Depends(require_operator)]
 Kafka = Annotated[KafkaBridge, Depends(deps.kafka)]
 State = Annotated[LiveState, Depends(deps.live_state)]
 Catalog = Annotated[Mapping[str, GkeTarget | CloudRunTarget], Depends(deps.catalog)]
+Limits = Annotated[Guardrails, Depends(deps.guardrails)]
 
 SAMPLES_PER_RECORD = 1000
 """Samples of one service per Kafka record: keeps records well under the broker's size limit."""
@@ -174,7 +176,14 @@ for _type in ActionType:
 
 
 async def _decide(
-    action_id: str, approve: bool, body: DecisionBody | None, kafka: KafkaBridge, state: LiveState, who: Principal
+    action_id: str,
+    approve: bool,
+    body: DecisionBody | None,
+    kafka: KafkaBridge,
+    state: LiveState,
+    who: Principal,
+    *,
+    approver_must_differ: bool = False,
 ) -> ActionDecision:
     trail = state.actions.get(action_id)
     if trail is None:
@@ -184,8 +193,17 @@ async def _decide(
         raise HTTPException(
             409, f"action {action_id!r} is not waiting for approval (status {entry.status}): nothing to decide"
         )
+    decided_by = f"manual:{who.name}"
+    # The actuator refuses such an approval too; refusing it here tells the operator at once.
+    if approve and approver_must_differ and decided_by.casefold() == entry.triggered_by.casefold():
+        log.warning("own approval refused", extra={"action_id": action_id, "by": who.name})
+        raise HTTPException(
+            403,
+            f"{who.name} asked for action {action_id!r} and may not approve it too: the policy's guardrails "
+            "require another operator (approver_must_differ)",
+        )
     decision = ActionDecision(
-        action_id=action_id, approve=approve, decided_by=f"manual:{who.name}", reason=body.reason if body else None
+        action_id=action_id, approve=approve, decided_by=decided_by, reason=body.reason if body else None
     )
     await _send(kafka, topics.ACTION_APPROVALS.name, [(entry.service_name, encode(decision))])
     log.info("action decided", extra={"action_id": action_id, "approve": approve, "by": who.name})
@@ -193,7 +211,11 @@ async def _decide(
 
 
 PathActionId = Annotated[ActionId, Path(description="The action's id, as in the action log.")]
-DECIDE_ERRORS = WRITE_ERRORS | {404: {"description": "Unknown action."}, 409: {"description": "Not pending."}}
+DECIDE_ERRORS = WRITE_ERRORS | {
+    403: {"description": "Not an operator, no tokens configured, or approving one's own request."},
+    404: {"description": "Unknown action."},
+    409: {"description": "Not pending."},
+}
 
 
 @router.post(
@@ -204,10 +226,16 @@ DECIDE_ERRORS = WRITE_ERRORS | {404: {"description": "Unknown action."}, 409: {"
     tags=["actions"],
 )
 async def approve(
-    action_id: PathActionId, kafka: Kafka, state: State, who: Operator, body: DecisionBody | None = None
+    action_id: PathActionId,
+    kafka: Kafka,
+    state: State,
+    who: Operator,
+    guardrails: Limits,
+    body: DecisionBody | None = None,
 ) -> ActionDecision:
-    """Approve a pending request: publishes an ActionDecision recording who approved it."""
-    return await _decide(action_id, True, body, kafka, state, who)
+    """Approve a pending request: publishes an ActionDecision recording who approved it (the token's name).
+    403 when the approver asked for the action and the guardrails want another operator."""
+    return await _decide(action_id, True, body, kafka, state, who, approver_must_differ=guardrails.approver_must_differ)
 
 
 @router.post(
@@ -220,5 +248,6 @@ async def approve(
 async def reject(
     action_id: PathActionId, kafka: Kafka, state: State, who: Operator, body: DecisionBody | None = None
 ) -> ActionDecision:
-    """Reject a pending request: publishes an ActionDecision recording who rejected it."""
+    """Reject a pending request (its requester may withdraw it): publishes an ActionDecision recording who
+    rejected it."""
     return await _decide(action_id, False, body, kafka, state, who)

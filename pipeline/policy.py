@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.actuation import Guardrails, result_for
 from pipeline.budget import ActionBudget
@@ -47,6 +47,7 @@ from schemas import (
     Severity,
     TargetType,
 )
+from schemas.actions import K8sName, name_problem
 from schemas.codec import describe
 from schemas.common import MetricName, ServiceName
 
@@ -55,16 +56,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _named(what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if problem := name_problem(what, value):
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
 class GkeTarget(_Strict):
     type: Literal["gke"]
-    cluster: str = Field(min_length=1)
-    namespace: str = "default"
+    cluster: Annotated[str, _named("gke_cluster")]
+    namespace: K8sName = "default"
 
 
 class CloudRunTarget(_Strict):
     type: Literal["cloud_run"]
-    project: str = Field(min_length=1)
-    region: str = Field(min_length=1)
+    project: Annotated[str, _named("gcp_project")]
+    region: Annotated[str, _named("gcp_region")]
 
 
 Target = Annotated[GkeTarget | CloudRunTarget, Field(discriminator="type")]
@@ -121,6 +131,14 @@ class PolicyConfig(_Strict):
             raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
+    @model_validator(mode="after")
+    def _services_are_named_as_their_targets_want(self) -> PolicyConfig:
+        for service, target in self.catalog.items():
+            what = "deployment" if isinstance(target, GkeTarget) else "cloud_run_service"
+            if problem := name_problem(what, service):
+                raise ValueError(f"catalog: service {problem}")
+        return self
+
 
 class PolicyFileError(ValueError):
     """The rules file cannot be used; the message says where and why."""
@@ -139,6 +157,16 @@ def load_policy(path: Path) -> PolicyConfig:
         return PolicyConfig.model_validate(document or {})
     except ValidationError as err:
         raise PolicyFileError(f"{path}: {describe(err)}") from None
+
+
+def check_execution(config: PolicyConfig, source: str) -> None:
+    """Refuse guardrails that leave an allow-list open when actions are carried out for real:
+    with no ``allowed_namespaces``, a restart anywhere in the cluster would be admitted."""
+    if missing := config.guardrails.missing_allow_lists():
+        raise PolicyFileError(
+            f"{source}: AIOPS_ACTIONS_EXECUTE=true needs the guardrails to name where actions may run; "
+            f"set {', '.join(f'guardrails.{name}' for name in missing)} (an empty list allows none of that target)"
+        )
 
 
 @dataclass

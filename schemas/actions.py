@@ -11,14 +11,58 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import uuid4
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.common import CaseInsensitive, Event, ServiceName, ShortText, UtcDatetime, utc_now
 
 ActionId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 """The idempotency key: a redelivered request with the same id is never executed twice."""
 
-K8sName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")]
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAME_RULES: dict[str, tuple[str, int, str]] = {
+    # what: (pattern, longest, the rule in words)
+    "namespace": (rf"{_LABEL}", 63, "a Kubernetes namespace: a DNS-1123 label (lowercase letters, digits and '-', "
+                  "starting and ending with a letter or digit, at most 63 characters)"),
+    "deployment": (rf"{_LABEL}(\.{_LABEL})*", 253, "a Kubernetes Deployment name: a DNS-1123 subdomain "
+                   "(lowercase letters, digits, '-' and '.', at most 253 characters)"),
+    "cloud_run_service": (r"[a-z]([-a-z0-9]*[a-z0-9])?", 49, "a Cloud Run service name: lowercase letters, "
+                          "digits and '-', starting with a letter, not ending with '-', at most 49 characters"),
+    "gke_cluster": (r"[a-z]([-a-z0-9]*[a-z0-9])?|gke_[a-z][-a-z0-9.:]*_[a-z0-9-]+_[a-z]([-a-z0-9]*[a-z0-9])?", 200,
+                    "a GKE cluster name (lowercase letters, digits and '-', starting with a letter) or its kubeconfig "
+                    "context gke_PROJECT_LOCATION_CLUSTER"),
+    "gcp_project": (r"([a-z0-9][-a-z0-9.]*[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]", 100, "a Google Cloud project id: "
+                    "6 to 30 lowercase letters, digits and '-', starting with a letter, not ending with '-'"),
+    "gcp_region": (r"[a-z][-a-z0-9]*[a-z0-9]|[a-z]", 63, "a Google Cloud region (lowercase letters, digits and '-', "
+                   "e.g. europe-west1)"),
+}  # fmt: skip
+_NAME_PATTERNS = {what: re.compile(pattern) for what, (pattern, _, _) in _NAME_RULES.items()}
+
+
+def name_problem(what: str, value: str) -> str | None:
+    """Why ``value`` breaks the naming rule of its platform (``what``: a key of the rules), or None.
+
+    Names end up in API paths (``.../services/NAME``): one that breaks its platform's rule is
+    refused with the event, before any executor sees it.
+    """
+    _, longest, rule = _NAME_RULES[what]
+    if len(value) <= longest and _NAME_PATTERNS[what].fullmatch(value):
+        return None
+    return f"{value[:80]!r} is not {rule}"
+
+
+def _invalid_name(problem: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_name", "{problem}", {"problem": problem})
+
+
+def _dns_label(value: str) -> str:
+    if problem := name_problem("namespace", value):
+        raise _invalid_name(problem)
+    return value
+
+
+K8sName = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_dns_label)]
+"""A namespace: Kubernetes allows DNS-1123 labels only."""
 Replicas = Annotated[int, Field(strict=True, ge=0, le=1000)]
 
 
@@ -95,7 +139,21 @@ class _RequestedAction(Event):
             raise ValueError("cluster_name is required when target_type is gke")
         if self.target_type is TargetType.CLOUD_RUN and not self.region:
             raise ValueError("region is required when target_type is cloud_run")
+        if problems := self._name_problems():
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
+
+    def _name_problems(self) -> list[InitErrorDetails]:
+        if self.target_type is TargetType.GKE:
+            names = [("service_name", "deployment"), ("cluster_name", "gke_cluster")]
+        else:
+            names = [("service_name", "cloud_run_service"), ("project", "gcp_project"), ("region", "gcp_region")]
+        problems = []
+        for field, what in names:
+            value = getattr(self, field)
+            if value is not None and (problem := name_problem(what, value)):
+                problems.append(InitErrorDetails(type=_invalid_name(problem), loc=(field,), input=value))
+        return problems
 
 
 class ActionRequest(ReplicaChange, _RequestedAction):

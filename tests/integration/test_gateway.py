@@ -39,9 +39,11 @@ from tests.support import consume_until, produce, read_all
 pytestmark = pytest.mark.integration
 
 OPERATOR = "op-token-0123456789"
+LEAD = "lead-token-0123456789"
 VIEWER = "viewer-token-0123456789"
-TOKENS = f"{OPERATOR}:operator:oncall,{VIEWER}:viewer"
+TOKENS = f"{OPERATOR}:operator:oncall,{LEAD}:operator:lead,{VIEWER}:viewer"
 AS_OPERATOR = {"Authorization": f"Bearer {OPERATOR}"}
+AS_LEAD = {"Authorization": f"Bearer {LEAD}"}
 AS_VIEWER = {"Authorization": f"Bearer {VIEWER}"}
 
 MANUAL_ACTION_ID = "gateway-test-manual-action"
@@ -604,11 +606,11 @@ async def test_approve_and_reject_pending_requests_through_the_actuator(client, 
 
     viewer = await client.post(f"/api/v1/actions/{ids[0]}/approve", headers=AS_VIEWER)
     assert viewer.status_code == 403
-    approved = await client.post(
-        f"/api/v1/actions/{ids[0]}/approve", json={"reason": "looks right"}, headers=AS_OPERATOR
-    )
+    own = await client.post(f"/api/v1/actions/{ids[0]}/approve", headers=AS_OPERATOR)
+    assert own.status_code == 403 and "approver_must_differ" in own.json()["detail"]
+    approved = await client.post(f"/api/v1/actions/{ids[0]}/approve", json={"reason": "looks right"}, headers=AS_LEAD)
     assert approved.status_code == 202, approved.text
-    assert approved.json()["decided_by"] == "manual:oncall" and approved.json()["approve"] is True
+    assert approved.json()["decided_by"] == "manual:lead" and approved.json()["approve"] is True
     rejected = await client.post(f"/api/v1/actions/{ids[1]}/reject", headers=AS_OPERATOR)
     assert rejected.status_code == 202 and rejected.json()["approve"] is False
 

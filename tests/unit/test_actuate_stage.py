@@ -14,8 +14,8 @@ AT = datetime(2026, 1, 5, tzinfo=UTC)
 
 def request() -> ActionRequest:
     return ActionRequest(
-        action_id="a1", action_type="restart_deployment", service_name="svc/../x", target_type="cloud_run",
-        project="acme", region="europe-west1",
+        action_id="a1", action_type="restart_deployment", service_name="checkout", target_type="cloud_run",
+        project="acme-prod", region="europe-west1",
     )  # fmt: skip
 
 
@@ -39,18 +39,18 @@ def executor(error: Exception) -> ActionExecutor:
 
 
 async def test_an_unforeseen_executor_error_ends_the_action_failed_with_its_reason():
-    result = await carry_out(executor(ValueError("bad service name")), request(), AT, execute=True, replica_ceiling=5)
+    result = await carry_out(executor(ValueError("bad service name")), request(), AT, execute=True, replica_bounds=(1, 5))
     assert result.status is ActionStatus.FAILED and "bad service name" in result.message
     assert result.metadata["retryable"] is False
 
 
 async def test_a_known_action_error_keeps_its_own_message():
     error = TransientActionError("Cloud Run answered 503")
-    result = await carry_out(executor(error), request(), AT, execute=True, replica_ceiling=5)
+    result = await carry_out(executor(error), request(), AT, execute=True, replica_bounds=(1, 5))
     assert result.status is ActionStatus.FAILED and "Cloud Run answered 503" in result.message
     assert not result.message.startswith("unexpected error")
 
 
 async def test_a_dry_run_touches_nothing():
-    result = await carry_out(executor(ValueError("never")), request(), AT, execute=False, replica_ceiling=5)
+    result = await carry_out(executor(ValueError("never")), request(), AT, execute=False, replica_bounds=(1, 5))
     assert result.status is ActionStatus.DRY_RUN

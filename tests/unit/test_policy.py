@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.policy import PolicyConfig, PolicyFileError, PolicyState, decide, follow_incident, load_policy, place
+from pipeline.policy import (
+    PolicyConfig,
+    PolicyFileError,
+    PolicyState,
+    check_execution,
+    decide,
+    follow_incident,
+    load_policy,
+    place,
+)
 from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, IncidentEvent, TargetType
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
@@ -16,7 +25,7 @@ T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
 POLICY = {
     "catalog": {
         "payment-api": {"type": "gke", "cluster": "prod", "namespace": "payments"},
-        "user-auth": {"type": "cloud_run", "project": "acme", "region": "europe-west1"},
+        "user-auth": {"type": "cloud_run", "project": "acme-prod", "region": "europe-west1"},
         "inventory-svc": {"type": "gke", "cluster": "prod"},
     },
     "rules": [
@@ -162,6 +171,10 @@ def test_same_incident_gives_the_same_idempotency_key(config):
             "repeated: a",
         ),
         ("surprise: 1\n", ".yaml", "surprise: Extra inputs are not permitted"),
+        ("catalog:\n  svc: {type: gke, cluster: prod, namespace: Pay_NS}\n", ".yaml", "namespace: 'Pay_NS' is not"),
+        ("catalog:\n  svc: {type: cloud_run, project: p, region: eu}\n", ".yaml", "project: Value error, 'p' is not"),
+        ("catalog:\n  Svc_1: {type: cloud_run, project: shop-prod, region: eu}\n", ".yaml", "'Svc_1' is not a Cloud"),
+        ("guardrails: {approval_ttl_seconds: 0}\n", ".yaml", "guardrails.approval_ttl_seconds"),
     ],
 )
 def test_bad_rules_file_is_a_clear_error(tmp_path: Path, text, suffix, message):
@@ -172,13 +185,28 @@ def test_bad_rules_file_is_a_clear_error(tmp_path: Path, text, suffix, message):
     assert str(path) in str(caught.value)
 
 
+def test_executing_actions_needs_the_allow_lists(tmp_path: Path):
+    with pytest.raises(PolicyFileError) as caught:
+        check_execution(PolicyConfig(), "policy.yaml")
+    assert str(caught.value) == (
+        "policy.yaml: AIOPS_ACTIONS_EXECUTE=true needs the guardrails to name where actions may run; set "
+        "guardrails.allowed_clusters, guardrails.allowed_namespaces, guardrails.allowed_projects "
+        "(an empty list allows none of that target)"
+    )
+    partial = PolicyConfig.model_validate({"guardrails": {"allowed_clusters": ["prod"], "allowed_projects": []}})
+    with pytest.raises(PolicyFileError, match="set guardrails.allowed_namespaces \\("):
+        check_execution(partial, "policy.yaml")
+    demo = load_policy(Path(__file__).parents[2] / "aiops" / "demo_policy.yaml")
+    check_execution(demo, "demo_policy.yaml")
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path):
     with pytest.raises(PolicyFileError, match="cannot read the policy file"):
         load_policy(tmp_path / "nope.yaml")
 
 
 def test_yaml_and_toml_files_load(tmp_path: Path):
-    (tmp_path / "p.toml").write_text('[catalog.svc]\ntype = "cloud_run"\nproject = "p"\nregion = "r"\n')
+    (tmp_path / "p.toml").write_text('[catalog.svc]\ntype = "cloud_run"\nproject = "shop-prod"\nregion = "r"\n')
     assert load_policy(tmp_path / "p.toml").catalog["svc"].region == "r"
 
 
@@ -186,7 +214,7 @@ def test_the_catalog_fills_in_where_a_manually_requested_service_runs():
     catalog = PolicyConfig.model_validate(
         {
             "catalog": {
-                "web": {"type": "cloud_run", "project": "shop", "region": "europe-west1"},
+                "web": {"type": "cloud_run", "project": "shop-prod", "region": "europe-west1"},
                 "api": {"type": "gke", "cluster": "prod", "namespace": "payments"},
             }
         }
@@ -194,7 +222,7 @@ def test_the_catalog_fills_in_where_a_manually_requested_service_runs():
     assert place({"service_name": "web", "target_type": TargetType.CLOUD_RUN}, catalog) == {
         "service_name": "web",
         "target_type": TargetType.CLOUD_RUN,
-        "project": "shop",
+        "project": "shop-prod",
         "region": "europe-west1",
     }
     api = place({"service_name": "api", "target_type": TargetType.GKE, "namespace": "canary"}, catalog)

@@ -172,6 +172,49 @@ def test_incomplete_or_unsafe_action_requests_are_rejected(fields, message):
         decode(ActionRequest, raw(document))
 
 
+GKE = {"target_type": "gke", "cluster_name": "prod"}
+CLOUD_RUN = {"target_type": "cloud_run", "project": "shop-prod", "region": "europe-west1"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "rule"),
+    [
+        (CLOUD_RUN | {"service_name": "svc/../x"}, "service_name", "Cloud Run service name"),
+        (CLOUD_RUN | {"service_name": "9lives"}, "service_name", "starting with a letter"),
+        (CLOUD_RUN | {"service_name": "a" * 50}, "service_name", "at most 49 characters"),
+        (CLOUD_RUN | {"service_name": "web-"}, "service_name", "Cloud Run service name"),
+        (CLOUD_RUN | {"project": "shop/../prod"}, "project", "Google Cloud project id"),
+        (CLOUD_RUN | {"project": "acme"}, "project", "6 to 30"),
+        (CLOUD_RUN | {"region": "europe-west1/../x"}, "region", "Google Cloud region"),
+        (GKE | {"service_name": "Payment_API"}, "service_name", "DNS-1123 subdomain"),
+        (GKE | {"service_name": "pay/../x"}, "service_name", "Kubernetes Deployment name"),
+        (GKE | {"namespace": "a" * 64}, "namespace", "at most 63 characters"),
+        (GKE | {"namespace": "pay.ments"}, "namespace", "DNS-1123 label"),
+        (GKE | {"cluster_name": "prod/../x"}, "cluster_name", "GKE cluster name"),
+    ],
+)
+def test_names_follow_their_platforms_rules(fields, field, rule):
+    document = {"action_type": "rollout_restart", "service_name": "payment-api"} | fields
+    with pytest.raises(DecodeError) as caught:
+        decode(ActionRequest, raw(document))
+    assert caught.value.reason.startswith(f"{field}: ") and rule in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        CLOUD_RUN | {"service_name": "a" * 49},
+        CLOUD_RUN | {"project": "example.com:shop-prod", "region": "us-central1"},
+        GKE | {"service_name": "payment-api.v2", "namespace": "a" * 63},
+        GKE | {"cluster_name": "gke_shop-prod_europe-west1_prod"},
+        CLOUD_RUN | {"cluster_name": ""},  # the dashboard sends the fields the target does not use empty
+    ],
+)
+def test_names_within_their_platforms_rules_pass(fields):
+    document = {"action_type": "rollout_restart", "service_name": "payment-api"} | fields
+    assert decode(ActionRequest, raw(document)).service_name == document["service_name"]
+
+
 def test_action_result_and_health_and_anomaly_accept_seed_spellings():
     result = ActionResult(
         action_id="a1",
