@@ -88,6 +88,17 @@ class SampleColumns(Event):
     def __len__(self) -> int:
         return len(self.value)
 
+    def take(self, indices: Sequence[int]) -> SampleColumns:
+        """The columns of the samples at ``indices``, in that order."""
+        _check_count(len(indices))
+        return type(self).model_construct(
+            service_name=[self.service_name[at] for at in indices],
+            metric_name=[self.metric_name[at] for at in indices],
+            timestamp_us=[self.timestamp_us[at] for at in indices],
+            value=[self.value[at] for at in indices],
+            tags=[self.tags[at] for at in indices],
+        )
+
     def samples(self) -> list[MetricSample]:
         return [
             MetricSample(

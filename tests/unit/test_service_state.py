@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline.detection import DetectionSettings, ServiceDetection
-from pipeline.service_state import SampleBatch
+from pipeline.routing import partition_for
+from pipeline.service_state import SampleBatch, SeriesBudget
 from pipeline.windows import Origin, ServiceWindows, WindowSpec
 from schemas import HealthStatus, MetricSample, SampleColumns
 
@@ -135,3 +136,94 @@ def test_runs_that_do_not_cover_the_record_are_an_error():
     batch = Saved().batch()
     with pytest.raises(ValueError, match="cover 3 samples"):
         batch.add(samples("a", range(0, 4)), [(Origin.of("aiops.metrics", 0, 0), 3)])
+
+
+def wide(
+    services_metrics: dict[str, int], seconds: range, value=lambda service, metric, second: 100.0
+) -> SampleColumns:
+    """One record of samples of several services, each with its metrics ``m0``..., every second."""
+    return SampleColumns.of(
+        [
+            MetricSample(
+                timestamp=T0 + timedelta(seconds=s),
+                service_name=service,
+                metric_name=f"m{m}",
+                value=value(service, m, s),
+            )
+            for s in seconds
+            for service, count in services_metrics.items()
+            for m in range(count)
+        ]
+    )
+
+
+def test_a_new_metric_over_the_cap_per_service_is_refused_with_the_reason_and_the_rest_goes_on():
+    saved = Saved()
+    batch = SampleBatch(saved.windows_of, saved.detection_of, SPEC, SETTINGS, SeriesBudget(per_service=3))
+    record = wide({"busy": 5, "calm": 2}, range(0, 15))
+    batch.add(record, [(Origin.of("aiops.metrics", 0, 0), len(record))], record="the record")
+    assert set(batch.window_states["busy"].series) == {"m0", "m1", "m2"}
+    assert {(w.service_name, w.metric_name) for w in batch.windows} == {
+        ("busy", "m0"), ("busy", "m1"), ("busy", "m2"), ("calm", "m0"), ("calm", "m1"),
+    }  # fmt: skip
+    [refusal] = batch.refusals()
+    assert refusal.record == "the record" and refusal.bound == "metrics_per_service"
+    assert "busy has 3 metrics" in refusal.reason and "AIOPS_MAX_METRICS_PER_SERVICE" in refusal.reason
+    assert sorted(set(refusal.samples.metric_name)) == ["m3", "m4"] and len(refusal.samples) == 2 * 15
+
+
+def test_the_cap_per_worker_counts_every_service_it_holds_and_forgets_those_it_no_longer_has():
+    assigned = {0, 1, 2}
+    budget = SeriesBudget(per_worker=4, partitions=3, assigned=lambda: assigned)
+    saved = Saved()
+    first = SampleBatch(saved.windows_of, saved.detection_of, SPEC, SETTINGS, budget)
+    record = wide({"a": 2, "b": 3}, range(0, 5))
+    first.add(record, [(Origin.of("aiops.metrics", 0, 0), len(record))])
+    saved.save(first)
+    [refusal] = first.refusals()
+    assert refusal.bound == "series_per_worker" and set(refusal.samples.metric_name) == {"m2"}
+    assert "AIOPS_MAX_SERIES_PER_WORKER" in refusal.reason
+
+    assigned.discard(partition_for(b"a", 3))  # service a moved to another worker
+    again = SampleBatch(saved.windows_of, saved.detection_of, SPEC, SETTINGS, budget)
+    record = wide({"b": 3}, range(5, 10))
+    again.add(record, [(Origin.of("aiops.metrics", 0, 1), len(record))])
+    assert again.refusals() == [] and set(again.window_states["b"].series) == {"m0", "m1", "m2"}
+
+
+def test_a_service_whose_detection_fails_loses_its_own_samples_only():
+    """More metrics than an anomaly may carry (256) made the anomaly invalid: the whole merged
+    record, every service in it, was dead-lettered. Now that service's samples alone are refused."""
+    saved = Saved()
+    budget = SeriesBudget(per_service=1000)
+    spike = lambda service, metric, second: 900.0 if service == "wide" and metric == 0 and second >= 100 else 100.0  # noqa: E731
+    for offset, start in enumerate(range(0, 120, 20)):
+        batch = SampleBatch(saved.windows_of, saved.detection_of, SPEC, SETTINGS, budget)
+        record = wide({"wide": 300, "other": 2}, range(start, start + 20), spike)
+        batch.add(record, [(Origin.of("aiops.metrics", 0, offset), len(record))], record=offset)
+        saved.save(batch)
+    # The last batch judged the spike: "wide" failed there, and "other" went on.
+    [refusal] = batch.refusals()
+    assert refusal.record == 5 and refusal.bound == "service_failed" and "metric_values" in refusal.reason
+    assert set(refusal.samples.service_name) == {"wide"} and len(refusal.samples) == 300 * 20
+    assert "wide" not in batch.window_states and "wide" not in batch.detections
+    assert {w.service_name for w in batch.windows} == {"other"}
+    assert {h.service_name for h in batch.health} <= {"other"}
+    assert saved.windows_of("other").series["m0"].watermark_ms == int((T0 + timedelta(seconds=119)).timestamp() * 1000)
+    assert saved.windows_of("wide").series["m0"].watermark_ms < int((T0 + timedelta(seconds=100)).timestamp() * 1000)
+
+
+def test_a_failed_service_has_all_its_samples_of_the_batch_refused_from_every_record():
+    saved = Saved()
+    batch = saved.batch()
+    for offset in range(2):
+        record = wide({"big": 2, "small": 1}, range(offset * 15, offset * 15 + 15))
+        batch.add(record, [(Origin.of("aiops.metrics", 0, offset), len(record))], record=offset)
+    batch.fail("big", "state_too_large", "state of big is too large")
+    refusals = batch.refusals()
+    assert [(r.record, r.bound, len(r.samples), set(r.samples.service_name)) for r in refusals] == [
+        (0, "state_too_large", 30, {"big"}),
+        (1, "state_too_large", 30, {"big"}),
+    ]
+    assert set(batch.window_states) == {"small"} and "big" not in batch.detections
+    assert {w.service_name for w in batch.windows} == {"small"}
