@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field("", description="Comma separated origins the browser may call the gateway from.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the gateway accepts.")
+    gateway_docs: bool = Field(True, description="Serve the OpenAPI docs (/docs, /redoc, /openapi.json); false: 404.")
     store: Literal["sqlite", "bigquery"] = Field("sqlite", description="Where metrics, anomalies and actions are kept.")
     sqlite_path: Path = Field(Path(".aiops/aiops.sqlite"), description="The SQLite store's file.")
     bigquery_project: str | None = Field(None, description="Google Cloud project of the BigQuery store.")
