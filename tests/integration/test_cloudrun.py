@@ -19,8 +19,10 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from google.protobuf import field_mask_pb2
 
+from connectors.actions import ActionExecutor
 from connectors.cloudrun import RESTART_ANNOTATION, CloudRunConnector
 from connectors.errors import PermanentActionError, TransientActionError
+from schemas import ActionRequest
 from tests.fakes.cloud_run_api import FakeCloudRunApi
 
 PROJECT = "aiops-demo"
@@ -261,6 +263,42 @@ def test_scale_factor_multiplies_the_max_rounding_up_under_the_cap(
         "maxInstanceCount": expected_max,
     }
     assert [patch.update_mask for patch in api.calls("PATCH")] == [["template.scaling.maxInstanceCount"]]
+
+
+@pytest.mark.parametrize(
+    ("seed", "factor", "expected"),
+    [
+        ((0, 10), 0.1, (0, 5)),  # 10 x 0.1 would be 1: the guardrails' floor of 5 holds
+        ((5, 20), 0.1, (5, 5)),
+        ((0, 20), 3.0, (0, 40)),  # 60 would pass the ceiling
+        ((0, 50), 1.5, None),  # already over the ceiling: a scale-up does not lower it
+        ((0, 3), 0.5, None),  # already under the floor: a scale-down does not raise it
+    ],
+)
+def test_a_relative_scale_through_the_executor_stays_within_the_guardrails_bounds(
+    api: FakeCloudRunApi,
+    connector: CloudRunConnector,
+    seed: tuple[int, int],
+    factor: float,
+    expected: tuple[int, int] | None,
+) -> None:
+    api.add_service(PROJECT, REGION, SERVICE, *seed)
+    request = ActionRequest(
+        action_type="scale_deployment", service_name=SERVICE, target_type="cloud_run", project=PROJECT,
+        region=REGION, scale_factor=factor,
+    )  # fmt: skip
+    executor = ActionExecutor(lambda: None, lambda: connector, max_attempts=1)
+
+    if expected is None:
+        with pytest.raises(PermanentActionError, match="nothing to do"):
+            executor.execute(request, at=AT, replica_bounds=(5, 40))
+        assert api.calls("PATCH") == []
+        return
+    result = executor.execute(request, at=AT, replica_bounds=(5, 40))
+
+    assert result["after"] == {"min_instances": expected[0], "max_instances": expected[1]}
+    scaling = api.service(PROJECT, REGION, SERVICE)["template"]["scaling"]
+    assert (scaling.get("minInstanceCount", 0), scaling["maxInstanceCount"]) == expected
 
 
 @pytest.mark.parametrize(

@@ -31,9 +31,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from aiops.kube_local import LocalKube, kustomize_build
+from connectors.actions import ActionExecutor
 from connectors.errors import PermanentActionError
 from connectors.gke import RESTARTED_AT, GkeConnector
-from schemas import ActionResult, ActionStatus, decode, topics
+from schemas import ActionRequest, ActionResult, ActionStatus, decode, topics
 from tests.support import FleetRun, consume_until
 
 NS = "default"  # where the dev overlay lets the actuator act
@@ -781,6 +782,48 @@ def test_scale_down_by_factor_lowers_an_hpa_floor_above_the_new_max(
         3,
         3,
     )
+
+
+def scale_request(deployment: str, factor: float) -> ActionRequest:
+    return ActionRequest(
+        action_type="scale_deployment", service_name=deployment, target_type="gke", cluster_name="prod",
+        namespace=NS, scale_factor=factor,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("replicas", "factor", "expected"),
+    [
+        (10, 0.1, 5),  # 1 would be under the guardrails' floor of 5
+        (3, 0.5, 3),  # already under the floor: a scale-down does not raise it
+        (5, 3.0, 12),  # 15 would pass the ceiling
+        (14, 1.5, 14),  # already over the ceiling: a scale-up does not lower it
+    ],
+)
+def test_a_relative_scale_through_the_executor_stays_within_the_guardrails_bounds(
+    cluster: Cluster, gke: GkeConnector, replicas: int, factor: float, expected: int
+) -> None:
+    name = unique("svc")
+    cluster.create_deployment(deployment_body(name, replicas, {"app": name}))
+    executor = ActionExecutor(lambda: gke, lambda: None, max_attempts=1)
+
+    result = executor.execute(scale_request(name, factor), at=datetime.now(UTC), replica_bounds=(5, 12))
+
+    assert result["after"] == {"replicas": expected}
+    assert cluster.deployment(name)["spec"]["replicas"] == expected
+
+
+def test_a_relative_scale_of_an_hpa_keeps_both_its_bounds_within_the_guardrails(
+    cluster: Cluster, gke: GkeConnector, web: str
+) -> None:
+    cluster.create_hpa(f"{web}-hpa", web, 5, 20)
+    executor = ActionExecutor(lambda: gke, lambda: None, max_attempts=1)
+
+    result = executor.execute(scale_request(web, 0.1), at=datetime.now(UTC), replica_bounds=(5, 40))
+
+    assert result["after"] == {"min_replicas": 5, "max_replicas": 5}, "not (2, 2)"
+    spec = cluster.hpa(f"{web}-hpa")["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (5, 5)
 
 
 @pytest.mark.parametrize(
