@@ -1,23 +1,28 @@
-"""The actuator on the real broker against the fake Kubernetes API: guardrails, crashes, dry runs."""
+"""The actuator on the real broker against the fake Kubernetes and Cloud Run APIs: guardrails, crashes, dry runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from connectors.gke import RESTARTED_AT
-from schemas import ActionResult, ActionStatus, decode, topics
+from schemas import ActionResult, ActionStatus, DeadLetter, decode, topics
+from tests.fakes.cloud_run_api import FakeCloudRunApi
 from tests.fakes.kube_api import FakeKubeApi
 from tests.support import FleetRun, consume_until, produce
 
 pytestmark = pytest.mark.integration
 
 NS = "default"
+PROJECT = "shop-prod"
+REGION = "europe-west1"
 
 
 @pytest.fixture
@@ -40,8 +45,8 @@ class Actions:
     async def request(self, raw: bytes) -> None:
         await produce(self.bootstrap, topics.ACTION_REQUESTS.name, [(self.service.encode(), raw)])
 
-    async def decide(self, action_id: str, approve: bool) -> None:
-        decision = {"action_id": action_id, "approve": approve, "decided_by": "operator:oncall"}
+    async def decide(self, action_id: str, approve: bool, by: str = "operator:oncall") -> None:
+        decision = {"action_id": action_id, "approve": approve, "decided_by": by}
         await produce(
             self.bootstrap, topics.ACTION_APPROVALS.name, [(self.service.encode(), json.dumps(decision).encode())]
         )
@@ -63,9 +68,12 @@ class Actions:
         return [decode(ActionResult, r.value) for r in records]
 
 
+ALLOW_LISTS = {"allowed_clusters": ["prod"], "allowed_namespaces": [NS], "allowed_projects": [PROJECT]}
+
+
 def policy_file(tmp_path: Path, guardrails: dict) -> Path:
     path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump({"guardrails": guardrails}))
+    path.write_text(yaml.safe_dump({"guardrails": ALLOW_LISTS | guardrails}))
     return path
 
 
@@ -160,3 +168,76 @@ async def test_dry_run_changes_nothing_and_approval_gates_scaling(kafka_bootstra
     assert results[4].message == "approved by operator:oncall"
     assert kube.writes() == []
     assert kube.deployment(NS, service)["spec"]["replicas"] == 2
+
+
+async def test_approvals_need_another_operator_and_expire(kafka_bootstrap, workers, tmp_path, kube):
+    service = f"api-{uuid.uuid4().hex[:6]}"
+    kube.add_deployment(NS, service, replicas=2)
+    guardrails = {"approval_required": ["rollout_restart"], "approval_ttl_seconds": 3, "breaker_max_actions": 1000}
+    worker = workers.start(
+        AIOPS_POLICY_FILE=str(policy_file(tmp_path, guardrails)),
+        AIOPS_KUBECONFIG=str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+        AIOPS_ACTIONS_EXECUTE="true",
+        AIOPS_WORKER_AGENTS="actuate",
+    )
+    actions = Actions(kafka_bootstrap, service)
+    await actions.request(restart_request("e-1", service, triggered_by="manual:alice"))
+    [pending] = await actions.results_until(1)
+    assert pending.status is ActionStatus.PENDING, worker.output()
+
+    await actions.decide("e-1", approve=True, by="manual:alice")
+    refused = (await actions.results_until(2))[1]
+    assert refused.status is ActionStatus.PENDING and "approval by manual:alice refused" in refused.message
+
+    # The test's clock, not a sleep: the actuator measures the wait from the pending result's time.
+    deadline = pending.timestamp + timedelta(seconds=4)
+    while datetime.now(UTC) < deadline:
+        await asyncio.sleep(0.1)
+    await actions.decide("e-1", approve=True, by="manual:bob")
+    expired = (await actions.results_until(3))[2]
+    assert expired.status is ActionStatus.REJECTED, worker.output()
+    assert expired.message.startswith("approval expired: waited") and "manual:bob's decision came too late" in (
+        expired.message
+    )
+    assert kube.writes() == []
+
+
+async def test_a_bad_name_is_dead_lettered_and_restarts_of_a_service_share_one_cooldown(
+    kafka_bootstrap, workers, tmp_path
+):
+    service = f"checkout-{uuid.uuid4().hex[:6]}"
+    with FakeCloudRunApi() as api:
+        api.add_service(PROJECT, REGION, service, 1, 10)
+        workers.start(
+            AIOPS_POLICY_FILE=str(policy_file(tmp_path, {"cooldown_seconds": 3600, "breaker_max_actions": 1000})),
+            AIOPS_CLOUD_RUN_ENDPOINT=api.endpoint,
+            AIOPS_ACTIONS_EXECUTE="true",
+            AIOPS_WORKER_AGENTS="actuate",
+        )
+        actions = Actions(kafka_bootstrap, service)
+        where = {"target_type": "cloud_run", "project": PROJECT, "region": REGION, "cluster_name": None}
+        bad_id = f"bad-{uuid.uuid4().hex[:6]}"
+        await actions.request(restart_request(bad_id, "svc/../x", **where))
+        await actions.request(restart_request("c-1", service, action_type="restart_deployment", **where))
+        await actions.request(restart_request("c-2", service, **where))
+        results = await actions.results_until(3)
+        assert [(r.action_id, r.status) for r in results] == [
+            ("c-1", ActionStatus.IN_PROGRESS),
+            ("c-1", ActionStatus.SUCCESS),
+            ("c-2", ActionStatus.REJECTED),
+        ]
+        assert results[2].message.startswith(f"cooldown: rollout_restart on {service} ran") and (
+            "share one cooldown" in results[2].message
+        )
+        [dead] = await consume_until(
+            kafka_bootstrap,
+            topics.METRICS_DLQ.name,
+            lambda got: len(got) >= 1,
+            keep=lambda r: bad_id.encode() in r.value,
+            timeout=60,
+        )
+        letter = decode(DeadLetter, dead.value)
+        assert letter.source_topic == topics.ACTION_REQUESTS.name
+        assert letter.reason.startswith("service_name: 'svc/../x' is not a Cloud Run service name")
+        assert [call.method for call in api.calls("PATCH")] == ["PATCH"]
+        assert not api.calls(path=r"/services/svc")
