@@ -8,10 +8,16 @@ those of ``deploy/kafka-acls.yaml``, created through Kafka's admin API as an adm
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
@@ -20,8 +26,9 @@ from aiops.kafka_local import LocalKafka
 from connectors.kafka_acls import bindings, create_acls, load_table
 from connectors.kafka_admin import ensure_topics
 from connectors.kafka_client import KafkaAccess, KafkaSecurity
+from gateway.server import BackgroundGateway
 from pipeline.config import Settings
-from schemas import MetricSample, WindowAggregate, decode, topics
+from schemas import MetricBatch, MetricSample, WindowAggregate, decode, topics
 from tests.support import SECOND, T0, WorkerGroup, consume_until, produce, security_env
 
 pytestmark = pytest.mark.timeout(300)
@@ -202,3 +209,47 @@ def test_a_worker_runs_the_pipeline_with_its_own_credentials(secure_kafka: Local
         group.stop_all()
         for started in group.workers:
             print(f"--- {started.log_path.name} ---\n{started.output(20_000)}")
+
+
+def test_the_gateway_requests_actions_and_follows_events_with_its_own_credentials(secure_kafka: LocalKafka) -> None:
+    operator = f"op-token-{uuid.uuid4().hex}"
+    settings = settings_of(secure_kafka.bootstrap, secure_kafka.security("gateway"), api_tokens=f"{operator}:operator")
+    service = f"cart-{uuid.uuid4().hex[:6]}"
+    action = {"service_name": service, "target_type": "gke", "cluster_name": "prod", "reason": "secured broker"}
+    with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        response = http.post("/api/v1/rollout_restart", json=action, headers={"Authorization": f"Bearer {operator}"})
+        assert response.status_code == 202, response.text
+        deadline = time.monotonic() + 60
+        while not http.get("/api/v1/health").json()["kafka"]["caught_up"]:
+            assert time.monotonic() < deadline, http.get("/api/v1/health").json()
+            time.sleep(0.2)
+    requests = asyncio.run(
+        consume_until(
+            secure_kafka.access(),
+            topics.ACTION_REQUESTS.name,
+            lambda got: bool(got),
+            keep=lambda record: record.key == service.encode(),
+        )
+    )
+    assert json.loads(requests[0].value)["triggered_by"] != ""
+
+
+def test_the_command_produces_with_the_settings_credentials(secure_kafka: LocalKafka, tmp_path: Path) -> None:
+    service = f"search-{uuid.uuid4().hex[:6]}"
+    sample = MetricSample(timestamp=T0, service_name=service, metric_name="latency_p95", value=120.0)
+    (tmp_path / "in.jsonl").write_text(sample.model_dump_json() + "\n")
+    env = (
+        os.environ | security_env(secure_kafka.security("producer")) | {"AIOPS_KAFKA_BOOTSTRAP": secure_kafka.bootstrap}
+    )
+    produced = subprocess.run(
+        [sys.executable, "-m", "aiops.cli", "produce", str(tmp_path / "in.jsonl")],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    assert "published 1 samples" in produced.stdout
+    found = asyncio.run(
+        consume_until(
+            secure_kafka.access(), topics.METRICS.name, lambda got: bool(got), keep=lambda r: r.key == service.encode()
+        )
+    )
+    assert [decode(MetricBatch, record.value).metrics for record in found] == [[sample]]
