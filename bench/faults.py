@@ -122,8 +122,14 @@ def policy(services: list[str]) -> dict:
             "breaker_max_actions": 1000,
             "breaker_window_seconds": 600,
         },
-        # Wall clock: the same, for the actuator's own guardrails.
-        "guardrails": {"cooldown_seconds": 24 * 3600, "breaker_max_actions": 1000},
+        # Wall clock: the same, for the actuator's own guardrails; executing needs the allow-lists.
+        "guardrails": {
+            "cooldown_seconds": 24 * 3600,
+            "breaker_max_actions": 1000,
+            "allowed_clusters": [CLUSTER],
+            "allowed_namespaces": [NAMESPACE],
+            "allowed_projects": [],
+        },
     }
 
 
