@@ -93,8 +93,8 @@ class SeriesBudget:
         None, and the new series is counted."""
         if series >= self.per_service:
             return "metrics_per_service", (
-                f"{service} has {series} metrics already, the most one service may have "
-                "(AIOPS_MAX_METRICS_PER_SERVICE): a sample of a new metric is refused"
+                f"{service} has as many metrics as one service may have ({series}, AIOPS_MAX_METRICS_PER_SERVICE): "
+                "a sample of a new metric is refused"
             )
         if self.total >= self.per_worker:
             self._forget_moved()
