@@ -132,6 +132,19 @@ class PolicyConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _rules_scale_within_the_guardrails(self) -> PolicyConfig:
+        low, high = self.guardrails.min_replicas, self.guardrails.max_replicas
+        for rule in self.rules:
+            for name in ("replicas", "min_replicas", "max_replicas", "replica_cap"):
+                value = getattr(rule, name)
+                if value is not None and not low <= value <= high:
+                    raise ValueError(
+                        f"rule {rule.name!r}: {name}={value} is outside the guardrails' replica bounds [{low}, {high}]"
+                        ": the actuator would reject every request it makes"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _services_are_named_as_their_targets_want(self) -> PolicyConfig:
         for service, target in self.catalog.items():
             what = "deployment" if isinstance(target, GkeTarget) else "cloud_run_service"

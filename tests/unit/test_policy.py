@@ -175,6 +175,11 @@ def test_same_incident_gives_the_same_idempotency_key(config):
         ("catalog:\n  svc: {type: cloud_run, project: p, region: eu}\n", ".yaml", "project: Value error, 'p' is not"),
         ("catalog:\n  Svc_1: {type: cloud_run, project: shop-prod, region: eu}\n", ".yaml", "'Svc_1' is not a Cloud"),
         ("guardrails: {approval_ttl_seconds: 0}\n", ".yaml", "guardrails.approval_ttl_seconds"),
+        (
+            "rules:\n  - {name: out, metric: m, action: scale_deployment, scale_factor: 2, replica_cap: 80}\n",
+            ".yaml",
+            "rule 'out': replica_cap=80 is outside the guardrails' replica bounds \\[1, 50\\]",
+        ),
     ],
 )
 def test_bad_rules_file_is_a_clear_error(tmp_path: Path, text, suffix, message):
