@@ -130,6 +130,8 @@ def _ensure_topics(settings: Settings, loop: asyncio.AbstractEventLoop | None = 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     """Run the HTTP gateway and the operator dashboard (AIOPS_GATEWAY_HOST:AIOPS_GATEWAY_PORT)."""
+    import functools
+
     from connectors.stores import open_store
     from gateway.auth import TokenConfigError
     from gateway.server import serve
@@ -138,7 +140,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = get_settings()
     updates = {key: value for key, value in (("gateway_host", args.host), ("gateway_port", args.port)) if value}
     try:
-        serve(settings.model_copy(update=updates), store=open_store(settings))
+        serve(settings.model_copy(update=updates), store_opener=functools.partial(open_store, settings))
     except TokenConfigError as err:
         raise CommandError(f"bad API token settings: {err}") from None
     except PolicyFileError as err:

@@ -1,13 +1,30 @@
-"""Plain ASGI middleware: the body size limit and request metrics, applied before any route runs."""
+"""Plain ASGI middleware: the body size limit, request metrics, security headers and the log of refusals,
+applied before any route runs."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.telemetry import GatewayMetrics
+
+log = logging.getLogger("aiops.gateway.access")
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+"""The dashboard's scripts and styles are files of its own origin; the favicon is a data: URI. An operator
+token sits in the page's localStorage next to action buttons: nothing foreign may run in, or frame, it."""
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
 
 
 class BodyTooLarge(HTTPException):
@@ -105,3 +122,82 @@ class CountRequests:
             path = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/static/") else "unmatched")
             ended = answered if answered is not None else time.perf_counter()  # no response: it failed
             self.metrics.record(scope["method"], path, status, ended - started)
+
+
+class SecurityHeaders:
+    """Add the security headers to every answer; a route that sets its own CSP (the API docs) keeps it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+REFUSALS = (401, 403)
+MAX_REASON_BYTES = 2048
+
+
+class LogRefusals:
+    """Log every 401 and 403 with who asked (the client address), for what, and why (the answer's detail).
+
+    The reason is the gateway's own answer, which never repeats the token; the request's headers are not
+    logged at all.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        body = bytearray()
+
+        async def watching_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status in REFUSALS and len(body) < MAX_REASON_BYTES:
+                body.extend(message.get("body", b"")[: MAX_REASON_BYTES - len(body)])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        finally:
+            if status in REFUSALS:
+                client = scope.get("client")
+                log.warning(
+                    "request refused",
+                    extra={
+                        "event": "request_refused",
+                        "status": status,
+                        "client": client[0] if client else None,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "reason": _detail(bytes(body)),
+                    },
+                )
+
+
+def _detail(body: bytes) -> str:
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return detail if isinstance(detail, str) else body.decode(errors="replace")[:200]

@@ -234,5 +234,6 @@ class HealthResponse(BaseModel):
     version: str = Field(description="The aiops-sentry package version.")
     kafka: KafkaStatus
     store: bool = Field(description="Whether a store for raw metric history is configured.")
+    store_error: str | None = Field(None, description="Why the store could not be opened, until it can.")
     services: int
     timestamp: Timestamp

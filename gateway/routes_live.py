@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse
 from gateway import deps
 from gateway.auth import require_viewer
 from gateway.bridge import KafkaBridge
+from gateway.history import LazyStore
 from gateway.models import VERSION, HealthResponse
 from gateway.state import LiveState
 from gateway.telemetry import CONTENT_TYPE, GatewayMetrics
@@ -52,6 +53,7 @@ async def health(request: Request, state: State, kafka: Kafka) -> dict[str, Any]
             "caught_up": kafka.caught_up,
         },
         "store": request.app.state.store is not None,
+        "store_error": store.error if isinstance(store := request.app.state.store, LazyStore) else None,
         "services": len(state.services),
         "timestamp": datetime.now(UTC),
     }

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from gateway import deps
 from gateway.auth import require_viewer
+from gateway.history import LazyStore
 from gateway.incidents import StatusFilter, latest_per_incident
 from gateway.models import (
     ActionHistoryResponse,
@@ -116,13 +117,18 @@ async def incidents(
 
 
 async def _query(store: Any, what: str, method: str, *args: Any) -> list[Any]:
-    """Run a store query in a thread; a missing or failing store becomes a 503/502 saying so."""
+    """Run a store query in a thread (opening a :class:`LazyStore` there); a missing or failing store
+    becomes a 503/502 saying so."""
     if store is None:
         raise HTTPException(503, f"no store configured: {what} needs the gateway to run with a store")
     from pipeline.store import StoreError
 
+    def call() -> list[Any]:
+        opened = store.get() if isinstance(store, LazyStore) else store
+        return getattr(opened, method)(*args)
+
     try:
-        return await asyncio.to_thread(getattr(store, method), *args)
+        return await asyncio.to_thread(call)
     except StoreError as err:
         log.warning("store query failed", extra={"error": err.message, "retryable": err.retryable})
         if err.retryable:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -17,10 +18,13 @@ from gateway.app import create_app
 from pipeline.config import Settings, get_settings
 
 
-def serve(settings: Settings | None = None, store: Any | None = None) -> None:
-    """Run the gateway on ``gateway_host:gateway_port`` until interrupted; history comes from ``store``."""
+def serve(
+    settings: Settings | None = None, store: Any | None = None, store_opener: Callable[[], Any] | None = None
+) -> None:
+    """Run the gateway on ``gateway_host:gateway_port`` until interrupted; history comes from ``store``, or
+    from the store ``store_opener`` opens when history is first asked for (see :func:`gateway.app.create_app`)."""
     settings = settings or get_settings()
-    app = create_app(settings, store=store)
+    app = create_app(settings, store=store, store_opener=store_opener)
     # Live streams never end by themselves: give them a few seconds to close on shutdown, then cut them.
     uvicorn.run(
         app,
@@ -45,11 +49,16 @@ class BackgroundGateway:
     """
 
     def __init__(
-        self, settings: Settings, store: Any | None = None, port: int | None = None, start_timeout: float = 30.0
+        self,
+        settings: Settings,
+        store: Any | None = None,
+        port: int | None = None,
+        start_timeout: float = 30.0,
+        store_opener: Callable[[], Any] | None = None,
     ) -> None:
         port = port or free_port(settings.gateway_host)
         self.settings = settings.model_copy(update={"gateway_port": port})
-        self.app = create_app(self.settings, store=store)
+        self.app = create_app(self.settings, store=store, store_opener=store_opener)
         config = uvicorn.Config(
             self.app,
             host=self.settings.gateway_host,
