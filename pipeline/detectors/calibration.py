@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from array import array
+from statistics import NormalDist
 
 from pipeline.detectors.stats import EW, tail_decades
 
@@ -13,23 +15,55 @@ class AnomalyLikelihood:
 
     Raw scores of different series are not comparable: a noisy series always looks a bit
     surprising. So, as in Numenta's anomaly likelihood, the average of the last ``window`` raw
-    scores is compared with the running distribution of such averages (mean and spread,
-    exponentially weighted with ``history_alpha``), as a normal tail. Averaging lets one
-    moderately odd point pass and a run of them count. Nothing is said before ``min_history``
-    averages have been seen. The spread has a ``floor``: a scorer that is nearly always 0 would
-    otherwise look infinitely surprising at its first non-zero score.
+    scores (5: one odd point counts a fifth, a run of them in full) is compared with the running
+    distribution of such averages (mean and spread, exponentially weighted with
+    ``history_alpha``: a memory of about 330 points, a day of 5-minute points), as a normal tail.
+    Nothing is said before ``min_history`` averages have been seen. The spread has a ``floor``: a
+    scorer that is nearly always 0 would otherwise look infinitely surprising at its first
+    non-zero score.
+
+    **The series' own tail.** A normal tail is right for noise, far too thin for a series whose
+    raw scores burst as part of its normal life (bursty counts, a nightly batch job, heavy-tailed
+    latencies): there an ordinary burst reads as many decades of improbability. So the spread is
+    also at least what the series' own upper ``quantile`` of averages implies: the spread that
+    puts that quantile where a normal tail would. A thin-tailed series keeps its normal spread;
+    beyond the series' own tail the normal tail still extrapolates, so a real incident, further
+    out than anything in the history, still scores high. The quantile comes from a histogram of
+    the averages: raw scores lie in [0, 1], so fixed bins (``bins``, 64: finer than the averages'
+    own noise) need no scale. The histogram forgets with ``tail_alpha``, three times slower than
+    the mean: a burst that comes once a day must still be in it on the following days. The
+    quantile is read again every ``refresh`` points (16): it moves by at most 16 points' weight
+    in between, and reading it costs a pass over the bins. ``quantile=None`` is the plain normal
+    tail.
     """
 
-    __slots__ = ("window", "floor", "min_history", "recent", "history")
+    __slots__ = ("window", "floor", "min_history", "recent", "history", "quantile", "tail_alpha", "bins",
+                 "weight", "total", "tail_spread", "refresh", "learned")  # fmt: skip
 
     def __init__(
-        self, floor: float = 0.01, window: int = 5, history_alpha: float = 0.003, min_history: int = 150
+        self,
+        floor: float = 0.01,
+        window: int = 5,
+        history_alpha: float = 0.003,
+        min_history: int = 150,
+        quantile: float | None = 0.99,
+        tail_alpha: float = 0.001,
+        bins: int = 64,
+        refresh: int = 16,
     ) -> None:
         self.window = window
         self.floor = floor
         self.min_history = min_history
         self.recent: list[float] = []
         self.history = EW(history_alpha)
+        self.quantile = quantile
+        self.tail_alpha = tail_alpha
+        self.bins = array("f", bytes(4 * bins)) if quantile is not None else array("f")
+        self.weight = 1.0
+        self.total = 0.0
+        self.tail_spread = 0.0
+        self.refresh = refresh
+        self.learned = 0
 
     def _average(self, raw: float) -> float:
         recent = self.recent
@@ -39,14 +73,45 @@ class AnomalyLikelihood:
         history = self.history
         if raw is None or history.n < self.min_history:
             return 0.0
-        z = (self._average(raw) - history.mean) / max(math.sqrt(history.var), self.floor)
+        spread = max(math.sqrt(history.var), self.floor, self.tail_spread)
+        z = (self._average(raw) - history.mean) / spread
         return tail_decades(z)
 
     def learn_one(self, raw: float | None) -> None:
         if raw is None:
             return
-        self.history.update(self._average(raw))
+        average = self._average(raw)
+        self.history.update(average)
         recent = self.recent
         recent.append(raw)
         if len(recent) > self.window:
             del recent[0]
+        if self.quantile is None:
+            return
+        bins = self.bins
+        n = len(bins)
+        bins[min(int(average * n), n - 1)] += self.weight
+        self.total += self.weight
+        self.weight /= 1.0 - self.tail_alpha
+        if self.weight > 1e6:
+            for i in range(n):
+                bins[i] /= self.weight
+            self.total /= self.weight
+            self.weight = 1.0
+        self.learned += 1
+        if self.learned % self.refresh == 0:
+            self._read_tail()
+
+    def _read_tail(self) -> None:
+        """The spread that puts the upper ``quantile`` of the averages seen where a normal tail would."""
+        bins = self.bins
+        n = len(bins)
+        beyond = (1.0 - self.quantile) * self.total
+        above = 0.0
+        i = n
+        while i > 0 and above <= beyond:
+            i -= 1
+            above += bins[i]
+        # inside the bin that holds the quantile, its weight taken as spread evenly
+        upper = (i + (above - beyond) / bins[i]) / n if bins[i] > 0 else i / n
+        self.tail_spread = max(0.0, upper - self.history.mean) / NormalDist().inv_cdf(self.quantile)

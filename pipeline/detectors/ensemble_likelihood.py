@@ -24,29 +24,52 @@ STARTING_RAWS: Raws = (0.0, 0.0, 0.0, None, 0.0)
 class EnsembleLikelihood:
     """Deviation, novelty, volatility, seasonal and jump scorers behind a per-series anomaly likelihood.
 
-    **Combining.** Each scorer's decades are scaled by its weight (``weights``: the bursty novelty
-    and jump scorers count less). The most improbable scorer counts, plus ``agreement`` of the
-    others: scorers that agree are stronger evidence than one alone, but one scorer must be able
-    to raise an alert by itself. The total ``d`` is reported as ``d / (d + decades)``, which never
-    saturates, so even among extreme events the rarer ranks higher.
+    **Combining.** Each scorer's decades are scaled by its weight (``weights``): the novelty and
+    jump scorers fire on single odd points of any noisy series and so count at 0.3, volatility and
+    seasonal evidence is indirect (a spread or a gap, not a value) and counts at 0.5. The most
+    improbable scorer counts, plus ``agreement`` (a quarter) of the others: scorers that agree are
+    stronger evidence than one alone, but one scorer must be able to raise an alert by itself. The
+    total ``d`` is reported as ``d / (d + decades)``, which never saturates, so even among extreme
+    events the rarer ranks higher; with ``decades`` = 2 a score of 0.5 is a 1-in-100 event.
+    ``raw_sd_floors`` are the smallest spreads each calibration assumes for its raw scores: a
+    hundredth of the [0, 1] raw scale for the continuous scorers, a twentieth for novelty and
+    seasonal, whose raw scores move in steps of a fifth and a coarse squash.
 
-    **Beyond the range.** A value that leaves the range seen so far by more than ``range_margin``
-    of its width scores at least ``range_floor``: a new extreme is worth a look (it starts a rest)
-    but, on its own, not a page, since a slowly growing series sets new highs all the time. If it
-    is also more than ``extreme_z`` standard deviations out it scores at least 0.9 at once,
-    because the averaging that protects against noise would otherwise dilute one huge spike. A
-    huge value inside the range does not: a series whose spikes are its normal life would page at
-    every spike.
+    **Calibration by the series' own tail.** Each calibration also reads the ``tail_quantile`` of
+    its own averaged raw scores (a histogram forgetting with ``tail_alpha``, a memory of about
+    three days of 5-minute points or three hours of 10-second windows) and spreads its normal
+    tail at least that wide (:class:`~pipeline.detectors.calibration.AnomalyLikelihood`): what a
+    series does 5 % of the time is its normal life, whatever its shape.
+
+    **Beyond the range.** A value that leaves the range seen so far by more than its allowance
+    scores at least ``range_floor`` (the start of an alert at the operating point, 0.74, as
+    chosen when the floor was introduced): a new extreme is worth a look, since most incidents
+    take a metric where it never was, but on its own not a page, since a growing series sets new
+    highs all the time. The allowance is the larger of ``range_margin`` (2 %) of the range's width
+    (below that, a new high is the last digit moving) and the spread of the series' own
+    ``range_extremes`` most extreme distinct values before its newest one: a heavy-tailed or
+    stepping series (a quantised walk, bursty counts) passes its old extremes by about that much
+    as a matter of course, a steady one by a sliver. If the value is also more than ``extreme_z``
+    standard deviations out (5: about one chance in three million for normal noise) it scores at
+    least ``1 - 0.1 * extreme_z / z`` (0.9 at ``extreme_z``) at once, because the averaging that
+    protects against noise would otherwise dilute one huge spike. A huge value inside the range
+    does not: a series whose spikes are its normal life would page at every spike.
 
     **Rest.** Once a score reaches ``alert_level`` (the score from which its owner alerts: the
-    pipeline passes ``AIOPS_ANOMALY_THRESHOLD``; the default is the operating point NAB's scorer
-    chooses for this detector) the detector rests for ``rest_points`` points,
-    scaling its scores by ``rest_damping``: one incident stands out once rather than as a burst
-    while the model catches up with the new situation, even if it grows. Two exceptions start the
-    rest anew: a score of at least ``rest_break`` (an incident far stronger than the one that began
-    the rest), and, in a rest begun by a score below ``weak_rest``, a value beyond the range by
-    ``2 * extreme_z`` standard deviations: that far out is not hidden by a rest that a lesser event
-    began (a slow memory leak that first shows as a mere new high).
+    pipeline passes ``AIOPS_ANOMALY_THRESHOLD``; the default, about four decades, is near the
+    operating point NAB's scorer chooses for this detector) the detector rests for
+    ``rest_points`` points (30: two and a half hours of 5-minute points, five minutes of
+    10-second windows, the time a model needs to take in a new situation), scaling its scores by
+    ``rest_damping`` (a half: inside a rest only evidence twice as strong counts): one incident
+    stands out once rather than as a burst while the model catches up with the new situation,
+    even if it grows. Two exceptions start the rest anew: a score of at least ``rest_break`` (an
+    incident far stronger than the one that began the rest: 0.97, the pipeline's high severity),
+    and, in a rest begun by a score below ``weak_rest`` (0.9, short of a page at any threshold
+    the pipeline uses), a value beyond the range by ``2 * extreme_z`` standard deviations: that
+    far out is not hidden by a rest that a lesser event began (a slow memory leak that first
+    shows as a mere new high). Nothing is said for ``min_history`` points (150: half a day of
+    5-minute points, 25 minutes of 10-second windows; less and the calibrations' spreads are
+    guesses).
     """
 
     name = "ensemble_likelihood"
@@ -70,6 +93,9 @@ class EnsembleLikelihood:
         range_margin: float = 0.02,
         range_floor: float = 0.74,
         extreme_z: float = 5.0,
+        tail_quantile: float | None = 0.95,
+        tail_alpha: float = 0.001,
+        range_extremes: int = 3,
         *,
         deviation: Deviation | None = None,
         novelty: Novelty | None = None,
@@ -89,12 +115,15 @@ class EnsembleLikelihood:
         self.range_margin = range_margin
         self.range_floor = range_floor
         self.extreme_z = extreme_z
-        self.deviation = deviation or Deviation()
+        self.deviation = deviation or Deviation(extremes=range_extremes)
         self.novelty = novelty or Novelty()
         self.volatility = volatility or Volatility()
         self.seasonal = seasonal or Seasonal()
         self.jump = jump or Jump()
-        self.calibrations = tuple(AnomalyLikelihood(floor, min_history=min_history) for floor in raw_sd_floors)
+        self.calibrations = tuple(
+            AnomalyLikelihood(floor, min_history=min_history, quantile=tail_quantile, tail_alpha=tail_alpha)
+            for floor in raw_sd_floors
+        )
         self.seen = 0
         self.resting = 0
         self.rest_start = 0.0  # the score that began the current (or last) rest
@@ -142,7 +171,8 @@ class EnsembleLikelihood:
         if self.seen >= self.min_history:
             deviation = self.deviation
             margin = self.range_margin * (deviation.high - deviation.low)
-            if x > deviation.high + margin or x < deviation.low - margin:
+            top_gap, bottom_gap = deviation.tail_gaps()
+            if x > deviation.high + max(margin, top_gap) or x < deviation.low - max(margin, bottom_gap):
                 z = deviation.distance(x)
                 floor = 1.0 - 0.1 * self.extreme_z / z if z >= self.extreme_z else self.range_floor
                 score = max(score, floor)

@@ -19,18 +19,34 @@ class Deviation:
     The short mean counts its distance times ``sqrt(k)`` (up to ``sqrt(4)``), as the standard error
     of a mean of ``k`` values: a run of moderately high values is as telling as one high value. The
     spread has a floor of a thousandth of the level or of the range seen, so a flat series does not
-    make every wiggle in its last digit huge.
+    make every wiggle in its last digit huge. The slow mean forgets with ``slow_alpha`` (a memory
+    of 500 points: longer than any incident it should see as news, shorter than the weeks over
+    which a level may legitimately move). ``scale`` (6) is the distance that squashes to 0.63:
+    raw scores then still rise across the range in which incidents differ (a few to tens of
+    standard deviations); the calibration, not the scale, decides what is unusual.
+
+    It also keeps the ``extremes`` + 1 largest and smallest distinct values seen: their spread
+    (:meth:`tail_gaps`) says how far this series' new extremes usually pass the old ones.
     """
 
-    __slots__ = ("level", "recent", "short_window", "low", "high", "scale")
+    __slots__ = ("level", "recent", "short_window", "low", "high", "scale", "tops", "bottoms", "extremes")
 
-    def __init__(self, slow_alpha: float = 0.002, short_window: int = 5, scale: float = 6.0) -> None:
+    def __init__(self, slow_alpha: float = 0.002, short_window: int = 5, scale: float = 6.0, extremes: int = 5) -> None:
         self.level = EW(slow_alpha)
         self.recent: list[float] = []
         self.short_window = short_window
         self.low = math.inf
         self.high = -math.inf
         self.scale = scale
+        self.extremes = extremes
+        self.tops: list[float] = []  # the largest distinct values seen, largest first
+        self.bottoms: list[float] = []  # the smallest, smallest first
+
+    def tail_gaps(self) -> tuple[float, float]:
+        """How far the ``extremes`` most extreme distinct values spread, at the top and at the bottom:
+        the series' own measure of how far a new extreme may pass the old one."""
+        tops, bottoms = self.tops, self.bottoms
+        return (tops[1] - tops[-1] if len(tops) > 1 else 0.0), (bottoms[-1] - bottoms[1] if len(bottoms) > 1 else 0.0)
 
     def spread(self) -> float:
         floor = 1e-3 * max(abs(self.level.mean), self.high - self.low, 1e-9)
@@ -62,6 +78,18 @@ class Deviation:
             self.low = x
         if x > self.high:
             self.high = x
+        k = self.extremes
+        if k:
+            tops = self.tops
+            if (len(tops) < k or x > tops[-1]) and x not in tops:
+                tops.append(x)
+                tops.sort(reverse=True)
+                del tops[k + 1 :]
+            bottoms = self.bottoms
+            if (len(bottoms) < k or x < bottoms[-1]) and x not in bottoms:
+                bottoms.append(x)
+                bottoms.sort()
+                del bottoms[k + 1 :]
 
 
 class Volatility:
@@ -69,6 +97,9 @@ class Volatility:
 
     The short-term spread includes a tenth of the newest value's own deviation, the weight of one
     point in the fast average, so a single jump counts as the start of a noisier stretch would.
+    The fast average (``fast_alpha``, about 10 points) is the shortest that estimates a spread to
+    within a third; the slow one has the memory of :class:`Deviation`'s mean. ``scale`` (4): a
+    spread twice or half the usual one squashes to about 0.06, five times to 0.63.
     """
 
     __slots__ = ("fast", "slow", "low", "high", "scale")
@@ -102,7 +133,11 @@ class Volatility:
 
 class Jump:
     """The step from the previous value against the typical step: a cliff in a smooth series, even
-    one that stays inside the usual range."""
+    one that stays inside the usual range.
+
+    The typical step is averaged over about 100 steps (``alpha``): enough that one cliff does not
+    make the next one typical. ``scale`` as in :class:`Deviation`.
+    """
 
     __slots__ = ("step", "previous", "scale")
 

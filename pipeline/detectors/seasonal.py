@@ -18,6 +18,13 @@ class Seasonal:
     peak that stays flat), which short sequences cannot. Periods shorter than ``min_lag`` are left
     to the other scorers, whose memory already spans many such cycles. Scores None while it knows
     no period, or has seen fewer than ``warmup`` points of the current one.
+
+    The constants in periods: ``buffer`` (1600) holds five days of 5-minute points, so a daily
+    period is confirmed by several cycles (the autocorrelation looks at lags up to a third of it);
+    ``every`` (200) re-checks it more often than once a day; ``start`` (600) waits for two days
+    of such points before naming one; ``min_acf`` (0.5) asks that the cycle explain half the
+    variance at its lag; the gap is averaged over ``window`` (10) points, so one noisy point does
+    not read as a broken cycle; ``warmup`` (50) points of typical gaps come before any score.
     """
 
     __slots__ = ("history", "every", "min_acf", "window", "start", "warmup", "min_lag", "seen", "period",
