@@ -566,6 +566,14 @@ class LocalKafka:
         assert self._data_dir is not None and self.users is not None
         tls = self._data_dir / "tls"
         _make_certificates(tls)
+        # The super user's SCRAM credentials are written once, when the data dir is formatted; a
+        # reused data dir keeps its password.
+        password_file = tls / "admin.password"
+        if password_file.is_file():
+            self._admin_password = password_file.read_text().strip()
+        else:
+            password_file.write_text(self._admin_password)
+            password_file.chmod(0o600)
 
         def plain(users: Mapping[str, str]) -> str:
             # The broker logs in as the super user to itself and to the controller; user_<name> are
@@ -668,7 +676,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")
     parser.add_argument("--data-dir", type=Path, help="keep broker data here (default: a temp dir removed at exit)")
     parser.add_argument("--fetch-only", action="store_true", help="only download the Kafka jars, then exit")
+    parser.add_argument(
+        "--user",
+        action="append",
+        metavar="NAME=PASSWORD",
+        help="secure the broker (SASL_SSL, ACLs) and add this SCRAM/PLAIN user; repeat for more",
+    )
     args = parser.parse_args(argv)
+    if any("=" not in user for user in args.user or ()):
+        parser.error("--user takes NAME=PASSWORD")
+    users = dict(user.split("=", 1) for user in args.user) if args.user else None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -684,8 +701,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.fetch_only:
             log.info("kafka.jars lib=%s", ensure_jars())
             return 0
-        kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
+        kafka = LocalKafka(port=args.port, data_dir=args.data_dir, users=users)
         print(f"kafka ready on {kafka.start()}", flush=True)
+        if kafka.secure:
+            admin = kafka.admin_security
+            print(f"SASL_SSL; CA {kafka.cafile}; super user {admin.username} password {admin.password}", flush=True)
         while kafka.running:
             time.sleep(1.0)
         # Read the log now: stop() below removes a temporary data dir with it.

@@ -109,3 +109,24 @@ def test_busy_port_is_a_clear_error() -> None:
         with pytest.raises(LocalKafkaError, match=rf"port {port} .*already in use.*AIOPS_KAFKA_BOOTSTRAP"):
             kafka.start()
         assert not kafka.running and kafka.data_dir is None
+
+
+def test_a_secured_broker_keeps_its_super_user_and_its_users_across_restarts(tmp_path: Path) -> None:
+    """The super user's SCRAM credentials are formatted into the data dir once; a restart must
+    log in with the same password, and the users must still log in with SCRAM."""
+
+    async def topics_seen(kafka: LocalKafka, user: str) -> list[str]:
+        admin = kafka.access(kafka.security(user)).admin()
+        await admin.start()
+        try:
+            return await admin.list_topics()
+        finally:
+            await admin.close()
+
+    for _ in range(2):
+        with LocalKafka(data_dir=tmp_path, users={"svc": "svc-secret"}) as kafka:
+            assert kafka.security("svc").protocol == "SASL_SSL" and kafka.cafile is not None
+            assert asyncio.run(topics_seen(kafka, "admin")) == []
+            assert asyncio.run(topics_seen(kafka, "svc")) == []
+    with pytest.raises(LocalKafkaError, match="not secured"):
+        LocalKafka().security("svc")
