@@ -142,7 +142,8 @@ class StateTable:
     Keys are service names, encoded exactly like the record keys of the topic the agent reads,
     and the changelog is partitioned by key like that topic: each service's state lives on the
     partition of its records, so it moves with them when workers come and go. Only this app's
-    workers write the changelog; keep it closed to other producers like any state store.
+    workers write the changelog; keep it closed to other producers like any state store. Values
+    are signed (:class:`StateSeal`), so one written by anyone else is refused, never unpickled.
 
     With ``keep_objects`` the table also keeps the last object written per service and hands it
     back while the changelog still holds the bytes written from it, as Kafka Streams caches a
@@ -221,21 +222,23 @@ class StateTable:
         out are returned with the reason, for the agent to dead-letter their input: one service
         grown too big must not stop the others' state.
         """
-        records, skipped = [], {}
-        for service, value in states.items():
-            raw = self._encode(service, value)
-            if len(raw) > MAX_VALUE_BYTES:
-                reason = (
-                    f"state of {service} in {self._table.name} is {len(raw):,} bytes, over the {MAX_VALUE_BYTES:,} "
-                    "a changelog record may hold"
-                )
-                if not skip_oversized:
-                    raise StateTooLarge(reason)
-                skipped[service] = reason
-                self._objects.pop(service, None)
-                log.error("state too large: not saved", extra={"table": self._table.name, "service": service})
-                continue
-            records.append((service.encode(), self._set(service, raw, value)))
+        encoded = {service: (self._encode(service, value), value) for service, value in states.items()}
+        skipped = {
+            service: f"state of {service} in {self._table.name} is {len(raw):,} bytes, over the {MAX_VALUE_BYTES:,} "
+            "a changelog record may hold"
+            for service, (raw, _) in encoded.items()
+            if len(raw) > MAX_VALUE_BYTES
+        }
+        if skipped and not skip_oversized:
+            raise StateTooLarge("; ".join(skipped.values()))
+        for service in skipped:
+            self._objects.pop(service, None)
+            log.error("state too large: not saved", extra={"table": self._table.name, "service": service})
+        records = [
+            (service.encode(), self._set(service, raw, value))
+            for service, (raw, value) in encoded.items()
+            if service not in skipped
+        ]
         if records:
             await asyncio.gather(*await send_keyed(kafka_producer(self._app), self._changelog, records))
         if self._size is not None:
