@@ -14,7 +14,7 @@ samples are applied again and close the same windows, which the models recognise
 A batch holds many services, and one of them must not cost the others their samples: a new
 series over a cap (:class:`SeriesBudget`) is refused, and a service whose samples raise is
 failed (:meth:`SampleBatch.fail`): its state stays as saved and its samples of the batch are
-handed back as :class:`Refusal` s with the reason, for the dead-letter topic, while the other
+handed back with the reason (:class:`Refusal`), for the dead-letter topic, while the other
 services go on.
 """
 
@@ -200,8 +200,8 @@ class SampleBatch:
     def fail(self, service: str, bound: str, reason: str) -> None:
         """Leave ``service`` out of the batch: its state is not to be saved (the caller must drop
         any object it keeps for it), its other samples are not applied, and all its samples of the
-        batch are refused with ``reason``. Outputs already taken from the batch stay out; a replay
-        of the refused samples repeats them with the same ids."""
+        batch are refused with ``reason``. What the caller already sent of its output (anomalies,
+        incidents) stays sent: a replay of the refused samples repeats it with the same ids."""
         self.failed[service] = (bound, reason)
         self.window_states.pop(service, None)
         self.detections.pop(service, None)
