@@ -41,6 +41,11 @@ class EnsembleLikelihood:
     tail at least that wide (:class:`~pipeline.detectors.calibration.AnomalyLikelihood`): what a
     series does 5 % of the time is its normal life, whatever its shape.
 
+    **The cycle's own explanation** (``seasonal_discount``, off by default: a candidate that
+    ``bench.nab`` weighs). Once the seasonal scorer knows the series' period, a value's deviation
+    counts only as far as the value also differs from the same phase of both previous cycles: a
+    nightly batch job is far from the mean but exactly where it was the last two nights.
+
     **Beyond the range.** A value that leaves the range seen so far by more than its allowance
     scores at least ``range_floor`` (the start of an alert at the operating point, 0.74, as
     chosen when the floor was introduced): a new extreme is worth a look, since most incidents
@@ -74,9 +79,9 @@ class EnsembleLikelihood:
 
     name = "ensemble_likelihood"
     __slots__ = ("weights", "decades", "agreement", "min_history", "alert_level", "rest_points", "rest_damping",
-                 "rest_break", "weak_rest", "range_margin", "range_floor", "extreme_z", "deviation", "novelty",
-                 "volatility", "seasonal", "jump", "calibrations", "seen", "resting", "rest_start",
-                 "_pending")  # fmt: skip
+                 "rest_break", "weak_rest", "range_margin", "range_floor", "extreme_z", "seasonal_discount",
+                 "deviation", "novelty", "volatility", "seasonal", "jump", "calibrations", "seen", "resting",
+                 "rest_start", "_pending")  # fmt: skip
 
     def __init__(
         self,
@@ -96,6 +101,7 @@ class EnsembleLikelihood:
         tail_quantile: float | None = 0.95,
         tail_alpha: float = 0.001,
         range_extremes: int = 3,
+        seasonal_discount: bool = False,
         *,
         deviation: Deviation | None = None,
         novelty: Novelty | None = None,
@@ -115,6 +121,7 @@ class EnsembleLikelihood:
         self.range_margin = range_margin
         self.range_floor = range_floor
         self.extreme_z = extreme_z
+        self.seasonal_discount = seasonal_discount
         self.deviation = deviation or Deviation(extremes=range_extremes)
         self.novelty = novelty or Novelty()
         self.volatility = volatility or Volatility()
@@ -140,8 +147,13 @@ class EnsembleLikelihood:
         if self.seen < 2:
             return STARTING_RAWS
         w = self.weights
+        deviation = self.deviation.score_one(x) if w[0] else 0.0
+        if self.seasonal_discount:
+            explained = self.seasonal.point_score(x)
+            if explained is not None and explained < deviation:
+                deviation = explained
         return (
-            self.deviation.score_one(x) if w[0] else 0.0,
+            deviation,
             self.novelty.score_one(x, contexts) if w[1] else 0.0,
             self.volatility.score_one(x) if w[2] else 0.0,
             self.seasonal.score_one(x) if w[3] else None,

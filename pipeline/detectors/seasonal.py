@@ -72,6 +72,15 @@ class Seasonal:
         gap = min(abs(sums[0] + diffs[0]), abs(sums[1] + diffs[1])) / (len(self.lag_diffs) + 1)
         return squash(gap / max(self.lag_scale.mean, 1e-9), self.scale)
 
+    def point_score(self, x: float) -> float | None:
+        """How far ``x`` alone lies from the same phase of both previous cycles, squashed like the
+        score: what is left of a value's deviation once the cycle explains it (None without a cycle)."""
+        diffs = self._lag_diffs(x)
+        if diffs is None or self.lag_scale.n < self.warmup:
+            return None
+        gap = min(abs(diffs[0]), abs(diffs[1]))
+        return squash(gap / max(self.lag_scale.mean, 1e-9), self.scale)
+
     def learn_one(self, x: float) -> None:
         diffs = self._lag_diffs(x)
         if diffs is not None:
