@@ -16,7 +16,8 @@ Needs ``java`` (17+) and, for the first fetch of a version, ``mvn``.
 
 ``LocalKafka(users={"worker": "secret", ...})`` starts it secured as a managed Kafka is: one
 SASL_SSL listener (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) with a certificate made at start
-(:attr:`LocalKafka.cafile` verifies it), KRaft's ``StandardAuthorizer`` denying whatever no ACL
+(:attr:`LocalKafka.cafile` verifies it), a TLS listener that takes client certificates instead
+(:meth:`LocalKafka.client_certificate`), KRaft's ``StandardAuthorizer`` denying whatever no ACL
 allows, and the super user ``admin`` (:attr:`LocalKafka.admin_security`). The users get their
 SCRAM credentials through Kafka's admin API once the broker is up; their ACLs are the caller's
 (:mod:`connectors.kafka_acls`). The controller listener is SASL_SSL too, with PLAIN, since a
@@ -305,6 +306,7 @@ class LocalKafka:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._owns_data_dir = False
         self._port: int | None = None
+        self._tls_port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0  # where this run's output begins in a reused data dir's broker.log
 
@@ -323,6 +325,21 @@ class LocalKafka:
     def cafile(self) -> Path | None:
         """The CA certificate (PEM) that signed a secured broker's certificate."""
         return self._data_dir / "tls" / "ca.pem" if self.secure and self._data_dir is not None else None
+
+    @property
+    def tls_bootstrap(self) -> str:
+        """A secured broker's second listener: TLS, where a client certificate is the credential."""
+        if self._tls_port is None:
+            raise LocalKafkaError("only a secured, started broker has a TLS listener")
+        return f"{_HOST}:{self._tls_port}"
+
+    def client_certificate(self, user: str) -> KafkaSecurity:
+        """How ``user`` connects to :attr:`tls_bootstrap` with a certificate of its own (mutual TLS);
+        the broker takes the certificate's common name for the user, so its ACLs are the same."""
+        if not self.secure or self._data_dir is None:
+            raise LocalKafkaError("this broker is not secured and started: start it with users=")
+        certfile, keyfile = _client_certificate(self._data_dir / "tls", user)
+        return KafkaSecurity("SSL", cafile=str(self.cafile), certfile=str(certfile), keyfile=str(keyfile))
 
     def security(self, user: str, password: str | None = None, mechanism: str = "SCRAM-SHA-512") -> KafkaSecurity:
         """How ``user`` connects to this secured broker (its password from ``users`` unless given)."""
@@ -380,6 +397,9 @@ class LocalKafka:
         controller_port = free_port()
         while controller_port == port:
             controller_port = free_port()
+        self._tls_port = free_port() if self.secure else None
+        while self._tls_port in (port, controller_port):
+            self._tls_port = free_port()
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="aiops-kafka-"))
             self._owns_data_dir = True
@@ -422,7 +442,7 @@ class LocalKafka:
         if self._owns_data_dir and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir, self._owns_data_dir = None, False
-        self._port = None
+        self._port = self._tls_port = None
 
     def __enter__(self) -> LocalKafka:
         self.start()
@@ -586,10 +606,13 @@ class LocalKafka:
 
         everyone = {ADMIN: self._admin_password, **self.users}
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        tls_listener = f"SSL://{_HOST}:{self._tls_port}"
         return {
-            "listeners": f"SASL_SSL://{_HOST}:{port},CONTROLLER://{_HOST}:{controller_port}",
-            "advertised.listeners": f"SASL_SSL://{_HOST}:{port}",
-            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
+            "listeners": f"SASL_SSL://{_HOST}:{port},{tls_listener},CONTROLLER://{_HOST}:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://{_HOST}:{port},{tls_listener}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SASL_SSL",
+            "listener.name.ssl.ssl.client.auth": "required",
+            "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT",
             "inter.broker.listener.name": "SASL_SSL",
             "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol": "PLAIN",
@@ -626,45 +649,80 @@ class LocalKafka:
         return ""
 
 
-def _make_certificates(directory: Path) -> None:
-    """A CA (``ca.pem``) and the broker's key and certificate for 127.0.0.1 and localhost signed
-    by it (``broker.pem``, the PEM keystore Kafka reads), valid for a day: enough for a run."""
+def _certificate(
+    subject: str, key: Any, issuer: Any | None, signer: Any, *, ca: bool = False, host: bool = False
+) -> Any:
+    """An X.509 certificate for ``subject``'s ``key``, signed by ``signer`` (``issuer``'s key; none: self-signed),
+    valid for a day: enough for a run. ``host``: it names 127.0.0.1 and localhost, as a server's must."""
     import datetime
     import ipaddress
 
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
     now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer is not None else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if host:
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(_HOST))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(signer, hashes.SHA256())
 
-    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: Any, ca: bool):
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer or name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(_HOST))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return builder.sign(signer, hashes.SHA256())
+
+def _pem_key(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600)
+    path.write_bytes(data)
+
+
+def _make_certificates(directory: Path) -> None:
+    """A CA (``ca.pem``, its key ``ca.key`` to sign client certificates later) and the broker's key
+    and certificate signed by it (``broker.pem``, the PEM keystore Kafka reads)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
 
     ca_key, broker_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = certificate("aiops-kafka-local CA", ca_key, None, ca_key, ca=True)
-    broker = certificate(_HOST, broker_key, ca.subject, ca_key, ca=False)
+    ca = _certificate("aiops-kafka-local CA", ca_key, None, ca_key, ca=True)
+    broker = _certificate(_HOST, broker_key, ca, ca_key, host=True)
     directory.mkdir(parents=True, exist_ok=True)
-    pem = serialization.Encoding.PEM
-    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
-    key = broker_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    (directory / "broker.pem").write_bytes(key + broker.public_bytes(pem) + ca.public_bytes(pem))
-    (directory / "broker.pem").chmod(0o600)
+    (directory / "ca.pem").write_bytes(ca.public_bytes(Encoding.PEM))
+    _write_secret(directory / "ca.key", _pem_key(ca_key))
+    _write_secret(
+        directory / "broker.pem",
+        _pem_key(broker_key) + broker.public_bytes(Encoding.PEM) + ca.public_bytes(Encoding.PEM),
+    )
+
+
+def _client_certificate(directory: Path, user: str) -> tuple[Path, Path]:
+    """A certificate with the common name ``user`` signed by the CA of ``directory``, and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+
+    ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    ca_key = load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    certfile, keyfile = directory / f"client-{user}.pem", directory / f"client-{user}.key"
+    certfile.write_bytes(_certificate(user, key, ca, ca_key).public_bytes(Encoding.PEM))
+    _write_secret(keyfile, _pem_key(key))
+    return certfile, keyfile
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,8 +199,8 @@ async def new_topic(bootstrap: Broker, prefix: str, partitions: int) -> str:
 
 async def produce(bootstrap: Broker, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     producer = access(bootstrap).producer(acks="all")
-    await producer.start()
     try:
+        await producer.start()
         for key, value in records:
             await producer.send_and_wait(topic, value, key=key)
     finally:

@@ -253,3 +253,15 @@ def test_the_command_produces_with_the_settings_credentials(secure_kafka: LocalK
         )
     )
     assert [decode(MetricBatch, record.value).metrics for record in found] == [[sample]]
+
+
+def test_mutual_tls_names_the_principal_by_its_certificate(secure_kafka: LocalKafka) -> None:
+    producer = KafkaAccess(secure_kafka.tls_bootstrap, secure_kafka.client_certificate("producer"))
+    _write(producer, topics.METRICS.name)
+    with pytest.raises(TopicAuthorizationFailedError):
+        _write(producer, topics.ACTION_REQUESTS.name)
+    settings = settings_of(secure_kafka.tls_bootstrap, secure_kafka.client_certificate("producer"))
+    assert KafkaSecurity.from_settings(settings).certfile == settings.kafka_ssl_certfile.as_posix()
+    no_certificate = KafkaAccess(secure_kafka.tls_bootstrap, KafkaSecurity("SSL", cafile=str(secure_kafka.cafile)))
+    with pytest.raises(KafkaError):
+        asyncio.run(asyncio.wait_for(produce(no_certificate, topics.METRICS.name, [(b"k", b"{}")]), 60))
