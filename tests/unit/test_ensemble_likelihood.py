@@ -176,3 +176,32 @@ def test_in_the_pipeline_a_rest_starts_only_from_the_operators_threshold():
     with_nab_default = first_alert(make_detector(NAME))
     assert in_pipeline is not None
     assert with_nab_default is None or in_pipeline < with_nab_default
+
+
+def alarms(values: list[float], start: int = 600, **kwargs) -> int:
+    detector = EnsembleLikelihood(**kwargs)
+    return sum(score >= detector.alert_level for score in run(values, detector)[start:])
+
+
+def test_the_new_highs_and_lows_of_a_quantised_walk_are_not_alarms():
+    rng = random.Random(11)
+    walk = [100.0]
+    for _ in range(4000):
+        walk.append(walk[-1] + rng.choice((-1.0, 0.0, 0.0, 1.0)))
+    assert alarms(walk) == 0
+    assert alarms(walk, range_extremes=0) > 0, "passing the old extreme by one step is how a walk moves"
+
+
+def test_heavy_tailed_latencies_alarm_less_than_under_a_normal_tail():
+    rng = random.Random(12)
+    latencies = [100 * rng.lognormvariate(0, 0.5) for _ in range(4000)]
+    assert alarms(latencies) < alarms(latencies, tail_quantile=None)
+
+
+def test_a_learned_cycle_explains_a_nightly_job_but_not_one_at_the_wrong_hour():
+    rng = random.Random(13)
+    nightly = [(85.0 if 24 <= i % 288 < 36 else 20.0) + rng.gauss(0, 2) for i in range(288 * 10)]
+    assert alarms(nightly, seasonal_discount=True) < alarms(nightly)
+    wrong_hour = nightly + [85.0 + rng.gauss(0, 2) if 150 <= i < 162 else 20.0 + rng.gauss(0, 2) for i in range(288)]
+    detector = EnsembleLikelihood(seasonal_discount=True)
+    assert max(run(wrong_hour, detector)[-288 + 150 : -288 + 162]) >= detector.alert_level

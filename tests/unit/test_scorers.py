@@ -123,3 +123,47 @@ def test_calibration_is_silent_until_it_has_a_history():
     assert calibration.score_one(1.0) == 0.0
     calibration.learn_one(0.0)
     assert calibration.score_one(1.0) > 0.0
+
+
+def test_calibration_reads_a_bursty_series_own_tail_and_still_sees_beyond_it():
+    """Bursts that fill 10 % of a series' averages are its normal life; far beyond them is news."""
+    rng = random.Random(9)
+    bursty, normal_tail = AnomalyLikelihood(), AnomalyLikelihood(quantile=None)
+    for i in range(3000):
+        raw = 0.5 if i % 50 == 0 else rng.uniform(0.0, 0.05)  # each burst is in 5 averages
+        bursty.learn_one(raw)
+        normal_tail.learn_one(raw)
+    for calibration in (bursty, normal_tail):
+        for _ in range(4):
+            calibration.learn_one(0.02)
+    assert bursty.score_one(0.5) < normal_tail.score_one(0.5)
+    assert bursty.score_one(0.5) < 2.0, "an ordinary burst is not two decades of improbability"
+    assert bursty.score_one(1.0) > bursty.score_one(0.5) + 1.0
+
+
+def test_calibration_of_a_thin_tailed_series_keeps_its_normal_spread():
+    rng = random.Random(10)
+    tail, normal_tail = AnomalyLikelihood(), AnomalyLikelihood(quantile=None)
+    for _ in range(3000):
+        raw = rng.gauss(0.1, 0.02)
+        tail.learn_one(raw)
+        normal_tail.learn_one(raw)
+    assert tail.score_one(0.4) > 0.5 * normal_tail.score_one(0.4)
+
+
+def test_deviation_measures_how_far_new_extremes_usually_pass_the_old_ones():
+    steady, stepping = Deviation(extremes=3), Deviation(extremes=3)
+    feed(steady, noise(2000, sd=1.0))
+    feed(stepping, [100.0 + round(x) * 5 for x in noise(2000, sd=1.0)])  # a quantised series, steps of 5
+    top, bottom = steady.tail_gaps()
+    assert 0 < top < 2.0 and 0 < bottom < 2.0
+    assert stepping.tail_gaps() == (10.0, 10.0), "three distinct extremes of a quantised series: two steps apart"
+
+
+def test_seasonal_point_score_explains_a_value_where_the_cycle_put_it():
+    scorer = Seasonal()
+    feed(scorer, cycle(144 * 10))
+    # the next point is at the phase of the trough: the trough's value is explained, the peak's is not
+    assert scorer.point_score(100.0) < 0.2
+    assert scorer.point_score(130.0) > 0.9
+    assert Seasonal().point_score(100.0) is None
