@@ -32,14 +32,12 @@ ACL_TABLE = Path(__file__).resolve().parents[1] / "deploy" / "kafka-acls.yaml"
 class Resource(IntEnum):
     TOPIC = 2
     GROUP = 3
-    CLUSTER = 4
 
 
 class Operation(IntEnum):
     READ = 3
     WRITE = 4
     CREATE = 5
-    DESCRIBE = 8
 
 
 class Pattern(IntEnum):
