@@ -1,13 +1,14 @@
 """``aiops.anomalies`` → action requests on ``aiops.actions.requests`` (held-back ones as rejected results);
-``aiops.incidents`` → the verdicts on those actions (``verified``, ``not_effective``) on ``aiops.actions.results``."""
+``aiops.incidents`` → the verdicts on those actions (``verified``, ``not_effective``) on ``aiops.actions.results``;
+each action taken or judged → its incident, with its actions, on ``aiops.incidents``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from pipeline.policy import PolicyState, decide, follow_incident
-from schemas import ActionRequest, IncidentEvent
-from schemas.topics import ACTION_REQUESTS, ACTION_RESULTS
+from schemas import ActionRequest, ActionResult, IncidentEvent
+from schemas.topics import ACTION_REQUESTS, ACTION_RESULTS, INCIDENTS
 
 if TYPE_CHECKING:
     from agents.runtime.app import Runtime
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
 
 STATE_KEY = "policy"
 """One key: the anomalies topic has one partition, so incidents and the breaker are global."""
+
+
+TOPIC_OF = {ActionRequest: ACTION_REQUESTS, ActionResult: ACTION_RESULTS, IncidentEvent: INCIDENTS}
 
 
 def attach(rt: Runtime, stage: Stage) -> None:
@@ -28,10 +32,9 @@ def attach(rt: Runtime, stage: Stage) -> None:
                 continue
             state = states.get(STATE_KEY) or PolicyState()
             if isinstance(message, IncidentEvent):
-                decisions = follow_incident(state, message)
+                decisions = follow_incident(rt.policy, state, message)
             else:
                 decisions = decide(rt.policy, state, message, offset=event.message.offset)
             for decision in decisions:
-                topic = ACTION_REQUESTS if isinstance(decision, ActionRequest) else ACTION_RESULTS
-                await rt.emit.send_delivered(topic, [decision])
+                await rt.emit.send_delivered(TOPIC_OF[type(decision)], [decision])
             await states.write({STATE_KEY: state})

@@ -6,7 +6,8 @@ writes and the state it keeps. Read top to bottom, this is the pipeline:
                                                           ├─► aiops.incidents (open until the service recovers)
                                                           └─► aiops.service-health (follows open incidents)
     aiops.anomalies + aiops.incidents ─policy─► aiops.actions.requests (held back, and verdicts on actions
-                                                by their incident's outcome: aiops.actions.results)
+                                                by their incident's outcome: aiops.actions.results;
+                                                the incident with its actions: aiops.incidents)
     aiops.actions.requests + aiops.actions.approvals ─actuate─► GKE / Cloud Run, aiops.actions.results
     aiops.metrics.samples + aiops.anomalies + aiops.incidents + aiops.actions.results ─sink─► the store
 
@@ -68,7 +69,7 @@ POLICY = Stage(
     "policy",
     reads=(topics.ANOMALIES, topics.INCIDENTS),
     calls=(policy_core.decide, policy_core.follow_incident),
-    writes=(topics.ACTION_REQUESTS, topics.ACTION_RESULTS),
+    writes=(topics.ACTION_REQUESTS, topics.ACTION_RESULTS, topics.INCIDENTS),
     state=(TableSpec("policy", partitioned_like=topics.ANOMALIES),),
     attach=policy.attach,
 )

@@ -68,7 +68,7 @@ def incident_view(event: IncidentEvent, actions: Sequence[ActionLogEntry], now: 
     """``actions`` in any order: they are listed by when they were asked for (or first heard of)."""
     first_known = sorted(actions, key=lambda entry: entry.requested_at or entry.updated_at)
     return IncidentView(
-        **event.model_dump(),
+        **event.model_dump(exclude={"actions"}),  # the action log's entries say more: their every status
         status="open" if is_open(event) else "resolved",
         duration_seconds=duration_seconds(event, now),
         actions=[incident_action(entry) for entry in first_known],

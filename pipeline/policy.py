@@ -18,6 +18,9 @@ A request held back by the cooldown or the breaker is reported as a ``rejected``
   taken while that incident stays open. The deadline is checked on event time, whenever an
   anomaly or an incident event of the service arrives (an open incident keeps raising anomalies
   as its detector's rests run out).
+- *Announcements*: each action taken on an incident, and each verdict, republishes the incident's
+  latest state on ``aiops.incidents`` with the incident's ``actions``, so a subscriber to incidents
+  sees what was done about them and whether it helped.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from schemas import (
     ActionRequest,
     ActionResult,
     ActionStatus,
+    ActionTaken,
     ActionType,
     Anomaly,
     IncidentChange,
@@ -211,17 +215,24 @@ class PolicyState:
     not_effective: set[str] = field(default_factory=set)
     """Open incidents an action did not resolve: automation has stopped for them."""
     seen_incident_events: set[str] = field(default_factory=set)
+    incident_states: dict[str, IncidentEvent] = field(default_factory=dict)
+    """Per open incident of a service in the catalog, its latest event from the detector: what an
+    announcement republishes."""
+    actions_taken: dict[str, list[ActionTaken]] = field(default_factory=dict)
+    """Per open incident, the actions on it so far."""
+    unannounced: set[str] = field(default_factory=set)
+    """Incidents whose actions changed before their state was known: announced when it arrives."""
 
     def __setstate__(self, state: dict) -> None:
-        # State saved before verification existed reads back with nothing to verify.
+        # State saved by an older version reads back with nothing to verify or announce.
         self.__dict__.update(state)
-        for name in ("open_incidents", "verifying"):
+        for name in ("open_incidents", "verifying", "incident_states", "actions_taken"):
             self.__dict__.setdefault(name, {})
-        for name in ("not_effective", "seen_incident_events"):
+        for name in ("not_effective", "seen_incident_events", "unannounced"):
             self.__dict__.setdefault(name, set())
 
 
-Decision = ActionRequest | ActionResult
+Decision = ActionRequest | ActionResult | IncidentEvent
 
 
 def decide(config: PolicyConfig, state: PolicyState, anomaly: Anomaly, offset: int | None = None) -> list[Decision]:
@@ -235,7 +246,7 @@ def decide(config: PolicyConfig, state: PolicyState, anomaly: Anomaly, offset: i
         return []
     start_ms, end_ms = _ms(anomaly.window_start), _ms(anomaly.window_end)
     open_incident = anomaly.incident_id or state.open_incidents.get(anomaly.service_name)
-    decisions: list[Decision] = _overdue(state, anomaly.service_name, open_incident, end_ms)
+    decisions: list[Decision] = _overdue(state, anomaly.service_name, open_incident, anomaly.window_end)
     if open_incident in state.not_effective:
         return decisions
     for rule in config.rules:
@@ -254,57 +265,121 @@ def decide(config: PolicyConfig, state: PolicyState, anomaly: Anomaly, offset: i
         deadline = end_ms + int(config.limits.verify_seconds * 1000)
         state.verifying[request.action_id] = Verification(request, open_incident, deadline)
         decisions.append(request)
+        if open_incident is not None:
+            taken = ActionTaken(
+                action_id=request.action_id, action_type=request.action_type, requested_at=anomaly.window_end
+            )
+            state.actions_taken.setdefault(open_incident, []).append(taken)
+            decisions.extend(_announce(state, open_incident, request.action_id, "requested", anomaly.window_end))
     return decisions
 
 
-def follow_incident(state: PolicyState, event: IncidentEvent) -> list[ActionResult]:
-    """Take in an incident event: the verdicts on the actions it settles."""
-    if event.event_id in state.seen_incident_events:
-        return []
+def follow_incident(config: PolicyConfig, state: PolicyState, event: IncidentEvent) -> list[Decision]:
+    """Take in an incident event: the verdicts on the actions it settles, and the incident's announcement
+    when its actions changed."""
+    if event.event_id in state.seen_incident_events or event.actions is not None:
+        return []  # a replay, or the policy's own announcement read back: nothing new in either
     state.seen_incident_events.add(event.event_id)
-    service, at_ms = event.service_name, _ms(event.updated_at)
+    if len(state.seen_incident_events) > MAX_REMEMBERED_EVENTS:
+        state.seen_incident_events = {event.event_id}
+    service, at_ms, incident_id = event.service_name, _ms(event.updated_at), event.incident_id
+    if service in config.catalog:
+        state.incident_states[incident_id] = event
     if event.change is not IncidentChange.RESOLVED:
-        state.open_incidents[service] = event.incident_id
-        return _overdue(state, service, event.incident_id, at_ms)
-    results = []
+        state.open_incidents[service] = incident_id
+        decisions = _overdue(state, service, incident_id, event.updated_at)
+        if incident_id in state.unannounced and (taken := state.actions_taken.get(incident_id)):
+            decisions.extend(_announce(state, incident_id, taken[-1].action_id, "requested", event.updated_at))
+        return decisions
+    decisions: list[Decision] = []
     for action_id, waiting in list(state.verifying.items()):
-        if waiting.request.service_name != service or waiting.incident_id not in (None, event.incident_id):
+        if waiting.request.service_name != service or waiting.incident_id not in (None, incident_id):
             continue
         del state.verifying[action_id]
         if at_ms <= waiting.deadline_ms:
             early = (waiting.deadline_ms - at_ms) / 1000
             message = f"the incident resolved {early:.0f}s before the verification deadline"
-            verdict = result_for(waiting.request, ActionStatus.VERIFIED, message, {"incident_id": event.incident_id})
-            results.append(verdict)
+            verdict = result_for(waiting.request, ActionStatus.VERIFIED, message, {"incident_id": incident_id})
+            decisions.extend(_judged(state, verdict, incident_id, event.updated_at))
         else:
-            results.append(_not_effective(waiting, event.incident_id))
-    if state.open_incidents.get(service) == event.incident_id:
+            decisions.extend(_judged(state, _not_effective(waiting, incident_id), incident_id, event.updated_at))
+    if state.actions_taken.get(incident_id) and not any(isinstance(d, IncidentEvent) for d in decisions):
+        decisions.extend(_announce(state, incident_id, "", "resolved", event.updated_at))
+    if state.open_incidents.get(service) == incident_id:
         del state.open_incidents[service]
-    state.not_effective.discard(event.incident_id)
-    if len(state.seen_incident_events) > MAX_REMEMBERED_EVENTS:
-        state.seen_incident_events.clear()
-    return results
+    state.not_effective.discard(incident_id)
+    for kept in (state.incident_states, state.actions_taken):
+        kept.pop(incident_id, None)
+    state.unannounced.discard(incident_id)
+    return decisions
+
+
+def _judged(state: PolicyState, verdict: ActionResult, incident_id: str, at: datetime) -> list[Decision]:
+    """The verdict, recorded on the incident's actions, and the incident's announcement of it."""
+    actions = state.actions_taken.get(incident_id, [])
+    state.actions_taken[incident_id] = [
+        taken.model_copy(update={"verification": verdict.status, "verified_at": at})
+        if taken.action_id == verdict.action_id
+        else taken
+        for taken in actions
+    ]
+    return [verdict, *_announce(state, incident_id, verdict.action_id, verdict.status.value, at)]
+
+
+def _announce(state: PolicyState, incident_id: str, action_id: str, what: str, at: datetime) -> list[IncidentEvent]:
+    """The incident's latest state with its actions, or nothing yet if its state has not arrived.
+
+    The event id derives from the incident, the action and what happened to it, so a replay repeats it.
+    A resolved incident is republished as resolved: a resolution is final for every consumer.
+    """
+    current = state.incident_states.get(incident_id)
+    if current is None:
+        state.unannounced.add(incident_id)
+        return []
+    state.unannounced.discard(incident_id)
+    actions = state.actions_taken.get(incident_id, [])
+    if not actions:
+        return []
+    digest = hashlib.sha256(f"{incident_id}|{action_id}|{what}".encode()).hexdigest()[:32]
+    action = next((a for a in actions if a.action_id == action_id), actions[-1])
+    if what == "requested":
+        reason = f"action {action.action_type.value} requested ({action.action_id})"
+    elif what == "resolved":
+        reason = current.reason
+    else:
+        reason = f"action {action.action_type.value} ({action.action_id}) {what}"
+    return [
+        current.model_copy(
+            update={
+                "event_id": f"{current.service_name[:60]}/actions/{digest}",
+                "change": IncidentChange.RESOLVED if current.resolved_at else IncidentChange.UPDATED,
+                "updated_at": max(current.updated_at, at),
+                "reason": reason,
+                "actions": list(actions),
+            }
+        )
+    ]
 
 
 MAX_REMEMBERED_EVENTS = 10_000
 """Incident event ids remembered to recognise replays; forgetting them all at once costs at most a
-replayed verdict, which consumers deduplicate by (action id, status)."""
+replayed verdict or announcement, which consumers recognise by their ids."""
 
 
-def _overdue(state: PolicyState, service: str, incident_id: str | None, now_ms: int) -> list[ActionResult]:
+def _overdue(state: PolicyState, service: str, incident_id: str | None, now: datetime) -> list[Decision]:
     """``not_effective`` for the service's actions whose deadline passed while their incident,
     ``incident_id``, is still open (it is still raising anomalies or changing)."""
-    results = []
+    decisions: list[Decision] = []
     for action_id, waiting in list(state.verifying.items()):
-        if waiting.request.service_name != service or now_ms <= waiting.deadline_ms:
+        if waiting.request.service_name != service or _ms(now) <= waiting.deadline_ms:
             continue
         if waiting.incident_id is None:
             del state.verifying[action_id]  # no incident to judge it by (a detect stage without incidents)
         elif waiting.incident_id == incident_id:
             del state.verifying[action_id]
             state.not_effective.add(incident_id)
-            results.append(_not_effective(waiting, incident_id))
-    return results
+            decisions.extend(_judged(state, _not_effective(waiting, incident_id), incident_id, now))
+    return decisions
 
 
 def _not_effective(waiting: Verification, incident_id: str) -> ActionResult:

@@ -17,7 +17,7 @@ from schemas.codec import DecodeError, decode, encode
 from schemas.common import Event
 from schemas.deadletter import DeadLetter
 from schemas.health import HealthStatus, ServiceHealth
-from schemas.incidents import IncidentChange, IncidentEvent, Resolution
+from schemas.incidents import ActionTaken, IncidentChange, IncidentEvent, Resolution
 from schemas.logs import LogBatch, LogLevel, LogRecord
 from schemas.metrics import STANDARD_METRICS, MetricBatch, MetricSample, SampleColumns
 from schemas.windows import WindowAggregate
@@ -28,6 +28,7 @@ __all__ = [
     "ActionRequest",
     "ActionResult",
     "ActionStatus",
+    "ActionTaken",
     "ActionType",
     "Anomaly",
     "DeadLetter",

@@ -4,6 +4,11 @@ An incident opens with a service's first anomaly, gathers the anomalies that fol
 resolves once every metric involved is back in the band its detector expected before the
 incident began. Each change is one event carrying the whole incident, so a consumer needs only
 the latest event of an incident; ``event_id`` is stable, so a replayed event is recognisable.
+
+Two stages publish them. The detect stage opens, updates and resolves incidents from the metrics;
+the policy stage, which takes the actions, republishes the incident's latest state with its
+``actions`` whenever it takes or judges one. The detector does not know the actions, so its events
+leave ``actions`` unset: the latest event that has ``actions`` lists them all.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.actions import ActionId, ActionStatus, ActionType
 from schemas.anomalies import Severity
 from schemas.common import CaseInsensitive, Event, MetricName, ServiceName, ShortText, UtcDatetime
 
@@ -33,6 +39,19 @@ class Resolution(StrEnum):
     """Still outside its band after ``AIOPS_INCIDENT_MAX_WINDOWS`` windows: the new level is the new normal."""
 
 
+class ActionTaken(BaseModel):
+    """An action the policy requested on an incident, and its verdict once the incident's course gave one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action_id: ActionId
+    action_type: Annotated[ActionType, CaseInsensitive]
+    requested_at: UtcDatetime
+    verification: Annotated[ActionStatus, CaseInsensitive] | None = None
+    """``verified`` or ``not_effective``; None while the verification time runs."""
+    verified_at: UtcDatetime | None = None
+
+
 class IncidentEvent(Event):
     event_id: IncidentId
     incident_id: IncidentId
@@ -49,4 +68,6 @@ class IncidentEvent(Event):
     resolution: Annotated[Resolution, CaseInsensitive] | None = None
     anomaly_count: Annotated[int, Field(ge=1)]
     reason: ShortText
-    """What this change was, in words: which metric joined, what severity, why it resolved."""
+    """What this change was, in words: which metric joined, what severity, why it resolved, which action."""
+    actions: Annotated[list[ActionTaken], Field(max_length=64)] | None = None
+    """Set by the policy stage (every action on the incident, oldest first); None on the detector's events."""

@@ -51,7 +51,7 @@ async def test_an_incident_opens_and_resolves_exactly_once_across_a_worker_kill(
         keep=run.ours,
         timeout=120,
     )
-    incidents = [decode(IncidentEvent, r.value) for r in events]
+    incidents = [i for i in (decode(IncidentEvent, r.value) for r in events) if i.actions is None]  # the detector's
 
     assert {i.service_name for i in incidents} == {run.payment}
     assert len({i.incident_id for i in incidents}) == 1, "one outage, one incident"
@@ -88,3 +88,11 @@ async def test_an_action_that_does_not_resolve_its_incident_is_not_effective_and
     results = await run.read(kafka_bootstrap, topics.ACTION_RESULTS, ActionResult)
     verdicts = [r for r in results if r.status in (ActionStatus.VERIFIED, ActionStatus.NOT_EFFECTIVE)]
     assert {(r.action_id, r.status) for r in verdicts} == {(requests[0].action_id, ActionStatus.NOT_EFFECTIVE)}
+
+    incidents = await run.read(kafka_bootstrap, topics.INCIDENTS, IncidentEvent)
+    announced = [i for i in incidents if i.actions is not None]
+    assert announced, "the policy republishes the incident with the actions taken on it"
+    assert {i.incident_id for i in announced} <= {i.incident_id for i in incidents if i.actions is None}
+    assert {a.action_id for i in announced for a in i.actions} == {requests[0].action_id}
+    verifications = [a.verification for i in announced for a in i.actions]
+    assert ActionStatus.NOT_EFFECTIVE in verifications, "and again with its verdict once it has one"

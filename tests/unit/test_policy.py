@@ -18,7 +18,16 @@ from pipeline.policy import (
     load_policy,
     place,
 )
-from schemas import ActionRequest, ActionResult, ActionStatus, ActionType, Anomaly, IncidentEvent, TargetType
+from schemas import (
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    ActionType,
+    Anomaly,
+    IncidentChange,
+    IncidentEvent,
+    TargetType,
+)
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
 
@@ -79,6 +88,11 @@ def anomaly(
 
 def run(config: PolicyConfig, state: PolicyState, *anomalies: Anomaly) -> list:
     return [decision for a in anomalies for decision in decide(config, state, a)]
+
+
+def verdicts(decisions: list) -> list:
+    """The requests and results among ``decisions``, without the incidents' announcements."""
+    return [decision for decision in decisions if not isinstance(decision, IncidentEvent)]
 
 
 @pytest.fixture
@@ -253,10 +267,10 @@ def incident(change: str, window: int, incident_id: str = "incident-1", service:
 def test_an_action_whose_incident_resolves_in_time_is_verified(config):
     state = PolicyState()
     [request] = run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
-    [verdict] = follow_incident(state, incident("resolved", 20))  # 190 s later, inside the 300 s default
+    [verdict] = verdicts(follow_incident(config, state, incident("resolved", 20)))  # 190 s on: inside the 300 s
     assert verdict.action_id == request.action_id and verdict.status is ActionStatus.VERIFIED
     assert verdict.metadata["incident_id"] == "incident-1"
-    assert follow_incident(state, incident("resolved", 20)) == [], "a replayed event settles nothing again"
+    assert follow_incident(config, state, incident("resolved", 20)) == [], "a replayed event settles nothing again"
 
 
 def test_an_action_that_does_not_help_stops_automation_for_that_incident(config):
@@ -269,7 +283,7 @@ def test_an_action_that_does_not_help_stops_automation_for_that_incident(config)
     assert "human" in verdict.message and verdict.metadata["incident_id"] == "incident-1"
     again = run(config, state, anomaly(60, incident_id="incident-1"), anomaly(61, incident_id="incident-1"))
     assert again == [], "no second automatic action on that incident"
-    assert follow_incident(state, incident("resolved", 70)) == []
+    assert verdicts(follow_incident(config, state, incident("resolved", 70))) == []
     [fresh] = run(config, state, anomaly(90, incident_id="incident-2"), anomaly(91, incident_id="incident-2"))
     assert isinstance(fresh, ActionRequest), "a new incident may be acted on again"
 
@@ -277,7 +291,7 @@ def test_an_action_that_does_not_help_stops_automation_for_that_incident(config)
 def test_a_late_resolution_is_not_effective_too(config):
     state = PolicyState()
     [request] = run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
-    [verdict] = follow_incident(state, incident("resolved", 60))  # 590 s later: past the 300 s deadline
+    [verdict] = verdicts(follow_incident(config, state, incident("resolved", 60)))  # 590 s on: past the 300 s
     assert verdict.status is ActionStatus.NOT_EFFECTIVE and verdict.action_id == request.action_id
 
 
@@ -285,3 +299,73 @@ def test_an_action_on_a_service_without_incidents_gets_no_verdict(config):
     state = PolicyState()
     run(config, state, anomaly(0), anomaly(1))
     assert run(config, state, anomaly(40)) == [] and state.verifying == {}
+
+
+def announcements(decisions: list) -> list[IncidentEvent]:
+    return [decision for decision in decisions if isinstance(decision, IncidentEvent)]
+
+
+def test_each_action_taken_and_judged_republishes_its_incident_with_its_actions(config):
+    state = PolicyState()
+    opened = incident("opened", 0)
+    assert follow_incident(config, state, opened) == []
+    decisions = run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    [request] = verdicts(decisions)
+    [taken] = announcements(decisions)
+    assert (taken.incident_id, taken.change, taken.metrics) == ("incident-1", IncidentChange.UPDATED, opened.metrics)
+    assert [(a.action_id, a.verification) for a in taken.actions] == [(request.action_id, None)]
+    assert request.action_type.value in taken.reason and taken.event_id != opened.event_id
+
+    decisions = follow_incident(config, state, incident("resolved", 20))
+    [verdict] = verdicts(decisions)
+    [resolved] = announcements(decisions)
+    assert resolved.change is IncidentChange.RESOLVED and resolved.resolved_at is not None
+    assert [(a.action_id, a.verification) for a in resolved.actions] == [(request.action_id, verdict.status)]
+    assert resolved.actions[0].verified_at == resolved.updated_at
+
+
+def test_an_announcement_read_back_or_replayed_changes_nothing(config):
+    state = PolicyState()
+    follow_incident(config, state, incident("opened", 0))
+    [taken] = announcements(
+        run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    )
+    assert follow_incident(config, state, taken) == [], "the policy's own event, read back from the topic"
+    assert state.open_incidents == {"payment-api": "incident-1"} and len(state.actions_taken["incident-1"]) == 1
+
+    replayed = PolicyState()
+    follow_incident(config, replayed, incident("opened", 0))
+    [again] = announcements(
+        run(config, replayed, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    )
+    assert again == taken, "a replay makes the same event, with the same id"
+
+
+def test_an_action_taken_before_its_incident_is_known_is_announced_when_it_arrives(config):
+    state = PolicyState()
+    decisions = run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    [request] = verdicts(decisions)
+    assert announcements(decisions) == []
+    [taken] = announcements(follow_incident(config, state, incident("opened", 0)))
+    assert [a.action_id for a in taken.actions] == [request.action_id]
+
+
+def test_a_not_effective_verdict_is_announced_and_a_resolution_forgets_the_incident(config):
+    config = config.model_copy(update={"limits": config.limits.model_copy(update={"cooldown_seconds": 0})})
+    state = PolicyState()
+    follow_incident(config, state, incident("opened", 0))
+    run(config, state, anomaly(0, incident_id="incident-1"), anomaly(1, incident_id="incident-1"))
+    decisions = run(config, state, anomaly(40, incident_id="incident-1"))
+    [verdict] = verdicts(decisions)
+    [judged] = announcements(decisions)
+    assert verdict.status is ActionStatus.NOT_EFFECTIVE
+    assert judged.actions[0].verification is ActionStatus.NOT_EFFECTIVE and "not_effective" in judged.reason
+    [resolved] = announcements(follow_incident(config, state, incident("resolved", 70)))
+    assert resolved.change is IncidentChange.RESOLVED and resolved.actions[0].verification is ActionStatus.NOT_EFFECTIVE
+    assert "incident-1" not in state.incident_states and "incident-1" not in state.actions_taken
+
+
+def test_incidents_of_services_outside_the_catalog_are_not_kept(config):
+    state = PolicyState()
+    follow_incident(config, state, incident("opened", 0, service="not-in-the-catalog"))
+    assert state.incident_states == {}
