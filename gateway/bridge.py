@@ -16,8 +16,8 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from connectors.kafka_admin import ensure_topics
 from connectors.kafka_client import kafka_access
+from gateway.kafka_topics import require_topics
 from gateway.state import LiveState
 from pipeline.config import Settings
 from schemas import topics
@@ -146,7 +146,7 @@ class KafkaBridge:
         backoff = 1.0
         while True:
             try:
-                await ensure_topics(self.settings)
+                await require_topics(self.settings, FOLLOWED)
                 await self._follow()
             except asyncio.CancelledError:
                 raise

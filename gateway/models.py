@@ -223,6 +223,7 @@ class KafkaStatus(BaseModel):
     bootstrap: str
     error: str | None = None
     caught_up: bool = Field(description="Whether the replay of service health and recent events has finished.")
+    missing_topics: list[str] = Field([], description="Followed topics that do not exist: the gateway creates none.")
 
 
 class HealthResponse(BaseModel):

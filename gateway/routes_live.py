@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,8 +15,9 @@ from sse_starlette import EventSourceResponse
 
 from gateway import deps
 from gateway.auth import require_viewer
-from gateway.bridge import KafkaBridge
+from gateway.bridge import FOLLOWED, KafkaBridge
 from gateway.history import LazyStore
+from gateway.kafka_topics import missing_topics
 from gateway.models import VERSION, HealthResponse
 from gateway.state import LiveState
 from gateway.telemetry import CONTENT_TYPE, GatewayMetrics
@@ -41,9 +43,11 @@ async def liveness() -> dict[str, str]:
 @router.get("/api/v1/health", response_model=HealthResponse, tags=["health"])
 @router.get("/api/v1/healthz", response_model=HealthResponse, tags=["health"])
 async def health(request: Request, state: State, kafka: Kafka) -> dict[str, Any]:
-    """``ok`` when Kafka is reachable, ``degraded`` otherwise (the gateway then serves what it last saw)."""
+    """``ok`` when Kafka is reachable with every followed topic, ``degraded`` otherwise (the gateway then serves
+    what it last saw)."""
+    missing = await _missing_topics(kafka) if kafka.reachable and not kafka.caught_up else []
     return {
-        "status": "ok" if kafka.reachable else "degraded",
+        "status": "ok" if kafka.reachable and not missing else "degraded",
         "service": f"{kafka.settings.app_id}-gateway",
         "version": VERSION,
         "kafka": {
@@ -51,12 +55,21 @@ async def health(request: Request, state: State, kafka: Kafka) -> dict[str, Any]
             "bootstrap": kafka.settings.kafka_bootstrap,
             "error": None if kafka.reachable else kafka.error,
             "caught_up": kafka.caught_up,
+            "missing_topics": missing,
         },
         "store": request.app.state.store is not None,
         "store_error": store.error if isinstance(store := request.app.state.store, LazyStore) else None,
         "services": len(state.services),
         "timestamp": datetime.now(UTC),
     }
+
+
+async def _missing_topics(kafka: KafkaBridge) -> list[str]:
+    """Asked only until the gateway has caught up: once it follows every topic, they exist."""
+    try:
+        return await asyncio.wait_for(missing_topics(kafka.settings, FOLLOWED), 5)
+    except Exception:  # noqa: BLE001 - health must answer; the reachability probe reports Kafka's own trouble
+        return []
 
 
 @router.get(

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from connectors.kafka_admin import ensure_topics
 from gateway import create_app
 from gateway.server import BackgroundGateway, free_port
 from pipeline.config import Settings
@@ -96,6 +97,7 @@ def gateway_settings(bootstrap: str, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def gateway(kafka_bootstrap: str) -> Iterator[BackgroundGateway]:
+    asyncio.run(ensure_topics(gateway_settings(kafka_bootstrap)))  # the gateway creates none: `aiops topics` does
     with BackgroundGateway(gateway_settings(kafka_bootstrap)) as running:
         yield running
 

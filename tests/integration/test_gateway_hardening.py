@@ -3,20 +3,27 @@ every refusal logged with the client's address, and a store that is down when th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
 import logging
 import re
 import time
+import uuid
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from aiops.kafka_local import free_port
+from connectors.kafka_admin import ensure_topics
 from connectors.stores import open_store
+from gateway import bridge, routes_live
 from gateway.server import BackgroundGateway
 from pipeline.config import Settings
+from schemas import ServiceHealth
+from schemas.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +165,37 @@ def test_the_gateway_starts_with_the_store_down_and_serves_history_once_it_is_ba
     assert after == dict.fromkeys(history, 200)
     assert healed["store_error"] is None
     assert (tmp_path / "not-a-directory" / "aiops.sqlite").exists()
+
+
+def test_the_gateway_creates_no_topic_and_says_which_are_missing(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A followed topic that does not exist: health names it, the follower keeps retrying, nothing creates it."""
+    ghost = TopicSpec(f"aiops.test-missing-{uuid.uuid4().hex[:8]}", ServiceHealth, "never created")
+    followed = (*bridge.FOLLOWED, ghost)
+    for module in (bridge, routes_live):
+        monkeypatch.setattr(module, "FOLLOWED", followed)
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_partitions=3)
+    asyncio.run(ensure_topics(settings))  # the registry's topics, as `aiops topics` makes them
+    with caplog.at_level(logging.WARNING, logger="aiops.gateway.kafka"), BackgroundGateway(settings) as gateway:
+        deadline = time.monotonic() + 60
+        while True:
+            health = httpx.get(gateway.url + "/api/v1/health", timeout=15).json()
+            retried = [r for r in caplog.records if ghost.name in str(getattr(r, "error", ""))]
+            if health["kafka"]["missing_topics"] == [ghost.name] and retried:
+                break
+            assert time.monotonic() < deadline, (health, caplog.text)
+            time.sleep(0.2)
+
+    assert health["status"] == "degraded" and not health["kafka"]["caught_up"]
+    assert "the gateway creates none" in retried[0].error
+    assert ghost.name not in asyncio.run(list_topics(kafka_bootstrap))
+
+
+async def list_topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return await admin.list_topics()
+    finally:
+        await admin.close()

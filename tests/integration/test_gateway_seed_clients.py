@@ -18,6 +18,7 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors.kafka_admin import ensure_topics
 from gateway import routes_live
 from gateway.server import BackgroundGateway
 from pipeline.config import Settings
@@ -44,6 +45,7 @@ def gateway(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, topic_partitions=3, api_tokens=f"{OPERATOR}:operator", policy_file=policy
     )
+    asyncio.run(ensure_topics(settings))  # the gateway creates none: workers or `aiops topics` do
     with BackgroundGateway(settings) as running:
         yield running
 
