@@ -33,18 +33,29 @@ def test_operator_sees_the_incident_and_restarts_a_service(kafka_bootstrap, work
     # Workers of earlier tests left requests on the shared topic; a fresh actuator replays them, so the
     # breaker must not trip on those.
     # Restarts wait for an operator's approval, so the approval queue is exercised too.
-    policy["guardrails"] = {"breaker_max_actions": 1000, "approval_required": ["restart_deployment"]}
+    # The one operator on the page approves their own request.
+    policy["guardrails"] = {
+        "breaker_max_actions": 1000,
+        "approval_required": ["restart_deployment"],
+        "approver_must_differ": False,
+    }
     run.policy_file.write_text(yaml.safe_dump(policy))
     run.latency_incident(at_seconds=300, seconds=90)  # until +390 s: the incident resolves within 50 s of that
     worker = workers.start(**run.env)
     target = run.services[1]  # user-auth: healthy, so the manual restart is the only action on it
 
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_partitions=3, api_tokens=f"{OPERATOR}:operator:browser")
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_partitions=3,
+        api_tokens=f"{OPERATOR}:operator:browser",
+        policy_file=run.policy_file,
+    )
     with BackgroundGateway(settings) as gateway:
         page = playwright_chromium.new_page(viewport={"width": 1600, "height": 1050})
         try:
             errors = watch_for_errors(page)
-            page.goto(gateway.url)
+            answer = page.goto(gateway.url)
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]  # the page runs under it
             page.fill("#token-input", OPERATOR)
             page.click("#token-form button[type=submit]")
             page.fill("#service-filter", run.payment.rsplit("-", 1)[1])  # only this run's fleet
@@ -60,7 +71,9 @@ def test_operator_sees_the_incident_and_restarts_a_service(kafka_bootstrap, work
             see_it_resolved_and_the_restart_verified(page, run, worker)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True, animations="disabled")
-            assert not errors, errors
+            assert not errors, errors  # a CSP violation is a console error too
+            assert page.evaluate("window.__cspViolations") == []
+            assert_the_browser_enforces_the_csp(page)
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)
@@ -72,8 +85,14 @@ def test_operator_sees_the_incident_and_restarts_a_service(kafka_bootstrap, work
 
 
 def watch_for_errors(page) -> list[str]:
-    """Script errors and console errors, except the browser's note on the 401s answered before the token is set."""
+    """Script errors and console errors, except the browser's note on the 401s answered before the token is set;
+    the page also records every Content-Security-Policy violation in ``window.__cspViolations``."""
     errors: list[str] = []
+    page.add_init_script(
+        "window.__cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
 
     def on_console(message) -> None:
         if message.type == "error" and "status of 401" not in message.text:
@@ -82,6 +101,17 @@ def watch_for_errors(page) -> list[str]:
     page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(str(error)))
     return errors
+
+
+def assert_the_browser_enforces_the_csp(page) -> None:
+    """The control: an injected inline script does not run, and the browser reports why."""
+    page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.__injected = true';"
+        " document.body.appendChild(s); }"
+    )
+    page.wait_for_function("window.__cspViolations.length > 0", timeout=5_000)
+    assert page.evaluate("window.__injected === undefined")
+    assert page.evaluate("window.__cspViolations")[0].startswith("script-src")
 
 
 def incident_item(run: FleetRun, status: str) -> str:
