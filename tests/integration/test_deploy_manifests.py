@@ -228,3 +228,16 @@ def test_the_gateway_serves_no_api_docs_in_the_cluster(overlay: tuple[str, list[
     _, docs = overlay
     [gateway] = deployment(docs, "aiops-sentry-gateway")["spec"]["template"]["spec"]["containers"]
     assert env(gateway)["AIOPS_GATEWAY_DOCS"] == "false"
+
+
+def test_each_component_takes_its_secrets_from_a_secret_of_its_own(overlay: tuple[str, list[Json]]) -> None:
+    """The state key and Kafka credentials come from Secrets the operator creates, never from the manifests;
+    without a shared AIOPS_STATE_KEY each worker pod would sign with a key of its own and lose its state."""
+    _, docs = overlay
+    sources = {}
+    for name in (ACTUATOR, "aiops-sentry-worker", "aiops-sentry-gateway"):
+        [container] = deployment(docs, name)["spec"]["template"]["spec"]["containers"]
+        assert not {"AIOPS_STATE_KEY", "AIOPS_KAFKA_SASL_PASSWORD"} & set(env(container)), name
+        [source] = container["envFrom"]
+        sources[name] = source["secretRef"]["name"]
+    assert len(set(sources.values())) == 3, "one principal, one Secret per component"
