@@ -52,7 +52,7 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "tail 0.97": {"tail_quantile": 0.97},
     "normal tail": {"tail_quantile": None},
     "range by width": {"range_extremes": 0},
-    "seasonal discount": {"seasonal_discount": True},
+    "no seasonal discount": {"seasonal_discount": False},
 }
 """The parameter sets the tuning procedure chooses among, as constructor arguments of the detector.
 
@@ -61,9 +61,10 @@ series' life is normal: ``defaults`` reads each calibration's spread from its ow
 percentile (bursts 5 % of the time are normal); ``tail 0.97`` is more sceptical (only 3 %);
 ``normal tail`` trusts a normal tail as Numenta's anomaly likelihood does; ``range by width``
 lets a new extreme count once it passes the old one by 2 % of the range, whatever the spacing of
-the series' own extremes; ``seasonal discount`` lets a learned cycle explain a value's
-deviation (a nightly batch job at its usual hour). The shipped defaults are the first only because :func:`choose` picks
-them on all four categories; ``--loco`` shows what it picks without each one.
+the series' own extremes; ``no seasonal discount`` judges a value's deviation from the mean
+even where a learned cycle explains it (a nightly batch job at its usual hour). The shipped
+defaults are the first only because :func:`choose` picks them on all four categories; ``--loco``
+shows what it picks without each one.
 
 The procedure (:func:`choose`) picks the set and the alert threshold that score best on the
 series it is given; ``--loco`` runs it on three categories and scores the fourth. Keep this list

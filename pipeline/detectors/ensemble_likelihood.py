@@ -41,10 +41,11 @@ class EnsembleLikelihood:
     tail at least that wide (:class:`~pipeline.detectors.calibration.AnomalyLikelihood`): what a
     series does 5 % of the time is its normal life, whatever its shape.
 
-    **The cycle's own explanation** (``seasonal_discount``, off by default: a candidate that
-    ``bench.nab`` weighs). Once the seasonal scorer knows the series' period, a value's deviation
-    counts only as far as the value also differs from the same phase of both previous cycles: a
-    nightly batch job is far from the mean but exactly where it was the last two nights.
+    **The cycle's own explanation** (``seasonal_discount``). Once the seasonal scorer knows the
+    series' period, a value's deviation counts only as far as the value also differs from the
+    same phase of both previous cycles (:meth:`~pipeline.detectors.seasonal.Seasonal.point_score`):
+    a nightly batch job is far from the mean but exactly where it was the last two nights. A
+    series without a strong cycle is judged by its deviation alone.
 
     **Beyond the range.** A value that leaves the range seen so far by more than its allowance
     scores at least ``range_floor`` (the start of an alert at the operating point, 0.74, as
@@ -101,7 +102,7 @@ class EnsembleLikelihood:
         tail_quantile: float | None = 0.95,
         tail_alpha: float = 0.001,
         range_extremes: int = 3,
-        seasonal_discount: bool = False,
+        seasonal_discount: bool = True,
         *,
         deviation: Deviation | None = None,
         novelty: Novelty | None = None,
@@ -184,7 +185,10 @@ class EnsembleLikelihood:
             deviation = self.deviation
             margin = self.range_margin * (deviation.high - deviation.low)
             top_gap, bottom_gap = deviation.tail_gaps()
-            if x > deviation.high + max(margin, top_gap) or x < deviation.low - max(margin, bottom_gap):
+            cap = deviation.spread()
+            if x > deviation.high + max(margin, min(top_gap, cap)) or x < deviation.low - max(
+                margin, min(bottom_gap, cap)
+            ):
                 z = deviation.distance(x)
                 floor = 1.0 - 0.1 * self.extreme_z / z if z >= self.extreme_z else self.range_floor
                 score = max(score, floor)

@@ -28,7 +28,7 @@ class Seasonal:
     """
 
     __slots__ = ("history", "every", "min_acf", "window", "start", "warmup", "min_lag", "seen", "period",
-                 "lag_diffs", "lag_sums", "lag_scale", "scale")  # fmt: skip
+                 "lag_diffs", "lag_sums", "lag_scale", "point_scale", "scale")  # fmt: skip
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class Seasonal:
         self.lag_diffs: list[tuple[float, float]] = []
         self.lag_sums = [0.0, 0.0]
         self.lag_scale = EW(0.01)
+        self.point_scale = EW(0.01)
         self.scale = scale
 
     def _lag_diffs(self, x: float) -> tuple[float, float] | None:
@@ -73,13 +74,14 @@ class Seasonal:
         return squash(gap / max(self.lag_scale.mean, 1e-9), self.scale)
 
     def point_score(self, x: float) -> float | None:
-        """How far ``x`` alone lies from the same phase of both previous cycles, squashed like the
-        score: what is left of a value's deviation once the cycle explains it (None without a cycle)."""
+        """How far ``x`` alone lies from the same phase of the previous cycles (the further of the two,
+        so both must agree to explain it) against the typical such gap, squashed like the score:
+        what is left of a value's deviation once the cycle explains it (None without a cycle)."""
         diffs = self._lag_diffs(x)
         if diffs is None or self.lag_scale.n < self.warmup:
             return None
-        gap = min(abs(diffs[0]), abs(diffs[1]))
-        return squash(gap / max(self.lag_scale.mean, 1e-9), self.scale)
+        gap = max(abs(diffs[0]), abs(diffs[1]))
+        return squash(gap / max(self.point_scale.mean, 1e-9), self.scale)
 
     def learn_one(self, x: float) -> None:
         diffs = self._lag_diffs(x)
@@ -93,6 +95,7 @@ class Seasonal:
             sums[0] += diffs[0]
             sums[1] += diffs[1]
             self.lag_scale.update(min(abs(diffs[0]), abs(diffs[1])))
+            self.point_scale.update(max(abs(diffs[0]), abs(diffs[1])))
         self.history[self.seen % len(self.history)] = x
         self.seen += 1
         if self.seen >= self.start and self.seen % self.every == 0:
@@ -128,3 +131,4 @@ class Seasonal:
             self.lag_diffs = []
             self.lag_sums = [0.0, 0.0]
             self.lag_scale = EW(self.lag_scale.alpha)
+            self.point_scale = EW(self.point_scale.alpha)
