@@ -30,8 +30,8 @@ class AnomalyLikelihood:
     beyond the series' own tail the normal tail still extrapolates, so a real incident, further
     out than anything in the history, still scores high. The quantile comes from a histogram of
     the averages: raw scores lie in [0, 1], so fixed bins (``bins``, 64: finer than the averages'
-    own noise) need no scale. The histogram forgets with ``tail_alpha``, three times slower than
-    the mean: a burst that comes once a day must still be in it on the following days. The
+    own noise) need no scale. The histogram forgets with ``tail_alpha``, ten times slower than
+    the mean: a burst that comes once a week must still be in it the week after. The
     quantile is read again every ``refresh`` points (16): it moves by at most 16 points' weight
     in between, and reading it costs a pass over the bins. ``quantile=None`` is the plain normal
     tail.
@@ -47,7 +47,7 @@ class AnomalyLikelihood:
         history_alpha: float = 0.003,
         min_history: int = 150,
         quantile: float | None = 0.99,
-        tail_alpha: float = 0.001,
+        tail_alpha: float = 0.0003,
         bins: int = 64,
         refresh: int = 16,
     ) -> None:

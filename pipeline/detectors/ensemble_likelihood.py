@@ -37,7 +37,7 @@ class EnsembleLikelihood:
 
     **Calibration by the series' own tail.** Each calibration also reads the ``tail_quantile`` of
     its own averaged raw scores (a histogram forgetting with ``tail_alpha``, a memory of about
-    three days of 5-minute points or three hours of 10-second windows) and spreads its normal
+    3,300 points: eleven days of 5-minute points, nine hours of 10-second windows) and spreads its normal
     tail at least that wide (:class:`~pipeline.detectors.calibration.AnomalyLikelihood`): what a
     series does 5 % of the time is its normal life, whatever its shape.
 
@@ -100,7 +100,7 @@ class EnsembleLikelihood:
         range_floor: float = 0.74,
         extreme_z: float = 5.0,
         tail_quantile: float | None = 0.95,
-        tail_alpha: float = 0.001,
+        tail_alpha: float = 0.0003,
         range_extremes: int = 3,
         seasonal_discount: bool = True,
         *,
