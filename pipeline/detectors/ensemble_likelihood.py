@@ -56,9 +56,11 @@ class EnsembleLikelihood:
     ``range_extremes`` most extreme distinct values before its newest one: a heavy-tailed or
     stepping series (a quantised walk, bursty counts) passes its old extremes by about that much
     as a matter of course, a steady one by a sliver. If the value is also more than ``extreme_z``
-    standard deviations out (5: about one chance in three million for normal noise) it scores at
-    least ``1 - 0.1 * extreme_z / z`` (0.9 at ``extreme_z``) at once, because the averaging that
-    protects against noise would otherwise dilute one huge spike. A huge value inside the range
+    standard deviations out it scores at least ``1 - 0.1 * extreme_z / z`` at once, because the
+    averaging that protects against noise would otherwise dilute one huge spike: with
+    ``extreme_z`` = 3.5 that is 0.9 at 3.5 standard deviations (1 in 4,000 for normal noise, and
+    beyond everything seen too), the pipeline's page (0.93) at 5 (1 in 3.5 million, the usual
+    bar for a discovery) and its high severity (0.97) at 12. A huge value inside the range
     does not: a series whose spikes are its normal life would page at every spike.
 
     **Rest.** Once a score reaches ``alert_level`` (the score from which its owner alerts: the
@@ -98,7 +100,7 @@ class EnsembleLikelihood:
         weak_rest: float = 0.9,
         range_margin: float = 0.02,
         range_floor: float = 0.74,
-        extreme_z: float = 5.0,
+        extreme_z: float = 3.5,
         tail_quantile: float | None = 0.95,
         tail_alpha: float = 0.0003,
         range_extremes: int = 3,
