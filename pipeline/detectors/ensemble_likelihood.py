@@ -61,7 +61,10 @@ class EnsembleLikelihood:
     ``extreme_z`` = 3.5 that is 0.9 at 3.5 standard deviations (1 in 4,000 for normal noise, and
     beyond everything seen too), the pipeline's page (0.93) at 5 (1 in 3.5 million, the usual
     bar for a discovery) and its high severity (0.97) at 12. A huge value inside the range
-    does not: a series whose spikes are its normal life would page at every spike.
+    does not: a series whose spikes are its normal life would page at every spike. Nor does a new
+    extreme less than ``range_min_z`` (one) standard deviation from the mean: the range was
+    narrow, the value is not odd (the last digit of a flat series; the spread has a floor of a
+    thousandth of the level).
 
     **Rest.** Once a score reaches ``alert_level`` (the score from which its owner alerts: the
     pipeline passes ``AIOPS_ANOMALY_THRESHOLD``; the default, about four decades, is near the
@@ -83,8 +86,8 @@ class EnsembleLikelihood:
     name = "ensemble_likelihood"
     __slots__ = ("weights", "decades", "agreement", "min_history", "alert_level", "rest_points", "rest_damping",
                  "rest_break", "weak_rest", "range_margin", "range_floor", "extreme_z", "seasonal_discount",
-                 "deviation", "novelty", "volatility", "seasonal", "jump", "calibrations", "seen", "resting",
-                 "rest_start", "_pending")  # fmt: skip
+                 "range_min_z", "deviation", "novelty", "volatility", "seasonal", "jump", "calibrations", "seen",
+                 "resting", "rest_start", "_pending")  # fmt: skip
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class EnsembleLikelihood:
         tail_alpha: float = 0.0003,
         range_extremes: int = 3,
         seasonal_discount: bool = True,
+        range_min_z: float = 1.0,
         *,
         deviation: Deviation | None = None,
         novelty: Novelty | None = None,
@@ -125,6 +129,7 @@ class EnsembleLikelihood:
         self.range_floor = range_floor
         self.extreme_z = extreme_z
         self.seasonal_discount = seasonal_discount
+        self.range_min_z = range_min_z
         self.deviation = deviation or Deviation(extremes=range_extremes)
         self.novelty = novelty or Novelty()
         self.volatility = volatility or Volatility()
@@ -192,8 +197,9 @@ class EnsembleLikelihood:
                 margin, min(bottom_gap, cap)
             ):
                 z = deviation.distance(x)
-                floor = 1.0 - 0.1 * self.extreme_z / z if z >= self.extreme_z else self.range_floor
-                score = max(score, floor)
+                if z >= self.range_min_z:
+                    floor = 1.0 - 0.1 * self.extreme_z / z if z >= self.extreme_z else self.range_floor
+                    score = max(score, floor)
                 far = z >= 2 * self.extreme_z
         return raws, contexts, score, far
 

@@ -206,3 +206,10 @@ def test_a_learned_cycle_explains_a_nightly_job_but_not_one_at_the_wrong_hour():
     wrong_hour = nightly + [85.0 + rng.gauss(0, 2) if 150 <= i < 162 else 20.0 + rng.gauss(0, 2) for i in range(288)]
     detector = EnsembleLikelihood()
     assert max(run(wrong_hour, detector)[-288 + 150 : -288 + 162]) >= detector.alert_level
+
+
+def test_the_last_digit_of_a_flat_series_is_not_news():
+    rng = random.Random(14)
+    flat = [50 + rng.gauss(0, 0.01) for _ in range(4000)]
+    assert alarms(flat) == 0
+    assert alarms(flat, range_min_z=0.0) > 0, "its new extremes pass the old ones, by a hair"
