@@ -37,8 +37,8 @@ class AnomalyLikelihood:
     tail.
     """
 
-    __slots__ = ("window", "floor", "min_history", "recent", "history", "quantile", "tail_alpha", "bins",
-                 "weight", "total", "tail_spread", "refresh", "learned")  # fmt: skip
+    __slots__ = ("window", "floor", "min_history", "recent", "recent_sum", "history", "quantile", "tail_alpha",
+                 "bins", "tail_spread", "refresh", "learned")  # fmt: skip
 
     def __init__(
         self,
@@ -55,58 +55,51 @@ class AnomalyLikelihood:
         self.floor = floor
         self.min_history = min_history
         self.recent: list[float] = []
+        self.recent_sum = 0.0
         self.history = EW(history_alpha)
         self.quantile = quantile
         self.tail_alpha = tail_alpha
         self.bins = array("f", bytes(4 * bins)) if quantile is not None else array("f")
-        self.weight = 1.0
-        self.total = 0.0
         self.tail_spread = 0.0
         self.refresh = refresh
         self.learned = 0
-
-    def _average(self, raw: float) -> float:
-        recent = self.recent
-        return (sum(recent) + raw) / (len(recent) + 1)
 
     def score_one(self, raw: float | None) -> float:
         history = self.history
         if raw is None or history.n < self.min_history:
             return 0.0
         spread = max(math.sqrt(history.var), self.floor, self.tail_spread)
-        z = (self._average(raw) - history.mean) / spread
+        z = ((self.recent_sum + raw) / (len(self.recent) + 1) - history.mean) / spread
         return tail_decades(z)
 
     def learn_one(self, raw: float | None) -> None:
         if raw is None:
             return
-        average = self._average(raw)
-        self.history.update(average)
         recent = self.recent
+        average = (self.recent_sum + raw) / (len(recent) + 1)
+        self.history.update(average)
         recent.append(raw)
+        self.recent_sum += raw
         if len(recent) > self.window:
-            del recent[0]
+            self.recent_sum -= recent.pop(0)
         if self.quantile is None:
             return
         bins = self.bins
         n = len(bins)
-        bins[min(int(average * n), n - 1)] += self.weight
-        self.total += self.weight
-        self.weight /= 1.0 - self.tail_alpha
-        if self.weight > 1e6:
-            for i in range(n):
-                bins[i] /= self.weight
-            self.total /= self.weight
-            self.weight = 1.0
+        bins[min(int(average * n), n - 1)] += 1.0
         self.learned += 1
         if self.learned % self.refresh == 0:
+            # forgetting a block of ``refresh`` points at once: within a block every point weighs alike
+            keep = (1.0 - self.tail_alpha) ** self.refresh
+            for i in range(n):
+                bins[i] *= keep
             self._read_tail()
 
     def _read_tail(self) -> None:
         """The spread that puts the upper ``quantile`` of the averages seen where a normal tail would."""
         bins = self.bins
         n = len(bins)
-        beyond = (1.0 - self.quantile) * self.total
+        beyond = (1.0 - self.quantile) * sum(bins)
         above = 0.0
         i = n
         while i > 0 and above <= beyond:
