@@ -25,13 +25,14 @@ class Deviation:
     raw scores then still rise across the range in which incidents differ (a few to tens of
     standard deviations); the calibration, not the scale, decides what is unusual.
 
-    It also keeps the ``extremes`` + 1 largest and smallest distinct values seen: their spread
-    (:meth:`tail_gaps`) says how far this series' new extremes usually pass the old ones.
+    It also keeps the ``extremes`` + 1 largest and smallest distinct values seen: the spread of
+    all but the newest of them (:meth:`tail_gaps`) says how far this series' new extremes usually
+    pass the old ones. Three: two gaps between them, steadier than one.
     """
 
     __slots__ = ("level", "recent", "short_window", "low", "high", "scale", "tops", "bottoms", "extremes")
 
-    def __init__(self, slow_alpha: float = 0.002, short_window: int = 5, scale: float = 6.0, extremes: int = 5) -> None:
+    def __init__(self, slow_alpha: float = 0.002, short_window: int = 5, scale: float = 6.0, extremes: int = 3) -> None:
         self.level = EW(slow_alpha)
         self.recent: list[float] = []
         self.short_window = short_window
@@ -43,8 +44,9 @@ class Deviation:
         self.bottoms: list[float] = []  # the smallest, smallest first
 
     def tail_gaps(self) -> tuple[float, float]:
-        """How far the ``extremes`` most extreme distinct values spread, at the top and at the bottom:
-        the series' own measure of how far a new extreme may pass the old one."""
+        """How far the ``extremes`` most extreme distinct values before the newest spread, at the top
+        and at the bottom: the series' own measure of how far a new extreme may pass the old one. The
+        newest is left out so that an incident's own records do not widen it."""
         tops, bottoms = self.tops, self.bottoms
         return (tops[1] - tops[-1] if len(tops) > 1 else 0.0), (bottoms[-1] - bottoms[1] if len(bottoms) > 1 else 0.0)
 
