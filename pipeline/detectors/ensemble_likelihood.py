@@ -58,9 +58,10 @@ class EnsembleLikelihood:
     as a matter of course, a steady one by a sliver. If the value is also more than ``extreme_z``
     standard deviations out it scores at least ``1 - 0.1 * extreme_z / z`` at once, because the
     averaging that protects against noise would otherwise dilute one huge spike: with
-    ``extreme_z`` = 3.5 that is 0.9 at 3.5 standard deviations (1 in 4,000 for normal noise, and
-    beyond everything seen too), the pipeline's page (0.93) at 5 (1 in 3.5 million, the usual
-    bar for a discovery) and its high severity (0.97) at 12. A huge value inside the range
+    ``extreme_z`` = 5 (one chance in three million for normal noise, the usual bar for a
+    discovery) that is 0.9 there, the pipeline's page (0.93) at 7 and its high severity (0.97) at
+    17. Paging from 5 reported a memory leak a window or two sooner but paged on the p95 of a
+    young healthy series' latency, whose spread is still a guess. A huge value inside the range
     does not: a series whose spikes are its normal life would page at every spike. Nor does a new
     extreme less than ``range_min_z`` (one) standard deviation from the mean: the range was
     narrow, the value is not odd (the last digit of a flat series; the spread has a floor of a
@@ -103,7 +104,7 @@ class EnsembleLikelihood:
         weak_rest: float = 0.9,
         range_margin: float = 0.02,
         range_floor: float = 0.74,
-        extreme_z: float = 3.5,
+        extreme_z: float = 5.0,
         tail_quantile: float | None = 0.95,
         tail_alpha: float = 0.0003,
         range_extremes: int = 3,

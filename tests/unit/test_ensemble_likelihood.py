@@ -124,8 +124,7 @@ def test_a_rest_begun_by_a_new_high_does_not_hide_a_value_far_beyond_the_range()
     values = [*flat, max(flat) + 1, *(100 + rng.gauss(0, 2) for _ in range(5)), 124.0]  # 124: about 12 sd out
 
     def tail(**kwargs: float) -> list[float]:
-        # extreme_z of 5: the new high, about 3.7 standard deviations out, is then a mere new high
-        return run(values, EnsembleLikelihood(extreme_z=5.0, **kwargs))[1000:]
+        return run(values, EnsembleLikelihood(**kwargs))[1000:]
 
     scores = tail()
     assert EnsembleLikelihood().alert_level <= scores[0] < 0.9  # the mere new high starts a weak rest
