@@ -18,6 +18,9 @@ class AnomalyLikelihood:
     scores (5: one odd point counts a fifth, a run of them in full) is compared with the running
     distribution of such averages (mean and spread, exponentially weighted with
     ``history_alpha``: a memory of about 330 points, a day of 5-minute points), as a normal tail.
+    A point is judged by at most its own raw score: one whose raw score is below the recent
+    average is the tail end of a run that was judged where it peaked, and an alarm on it would
+    name a point that is itself unremarkable (after each burst of a bursty series).
     Nothing is said before ``min_history`` averages have been seen. The spread has a ``floor``: a
     scorer that is nearly always 0 would otherwise look infinitely surprising at its first
     non-zero score.
@@ -69,7 +72,9 @@ class AnomalyLikelihood:
         if raw is None or history.n < self.min_history:
             return 0.0
         spread = max(math.sqrt(history.var), self.floor, self.tail_spread)
-        z = ((self.recent_sum + raw) / (len(self.recent) + 1) - history.mean) / spread
+        # a point is judged by the run that ends in it, never by more than its own raw score
+        average = min((self.recent_sum + raw) / (len(self.recent) + 1), raw)
+        z = (average - history.mean) / spread
         return tail_decades(z)
 
     def learn_one(self, raw: float | None) -> None:

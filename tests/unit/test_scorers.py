@@ -167,3 +167,13 @@ def test_seasonal_point_score_explains_a_value_where_the_cycle_put_it():
     assert scorer.point_score(100.0) < 0.2
     assert scorer.point_score(130.0) > 0.9
     assert Seasonal().point_score(100.0) is None
+
+
+def test_calibration_does_not_blame_the_ordinary_point_after_a_burst():
+    rng = random.Random(15)
+    calibration = AnomalyLikelihood()
+    for _ in range(600):
+        calibration.learn_one(rng.uniform(0.0, 0.05))
+    calibration.learn_one(0.95)  # a burst: the recent average stays high for a few points
+    assert calibration.score_one(0.02) < 0.5, "the point after it is ordinary, whatever the average says"
+    assert calibration.score_one(0.95) > 2.0, "a second burst in a row is a run"
