@@ -22,6 +22,7 @@ from typing import Annotated, Any, Protocol, TypeVar, Union, get_args, get_origi
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from schemas import ActionResult, Anomaly, IncidentEvent, MetricSample
@@ -207,6 +208,8 @@ class TableLayout:
         row = {}
         for column in self.columns:
             value = getattr(event, column.field) if column.field else filled.get(column.name)
+            if column.kind is Kind.JSON and value is not None:
+                value = to_jsonable_python(value)  # nested models (an incident's actions) as plain data
             row[column.name] = value.value if isinstance(value, Enum) else value
         return row
 

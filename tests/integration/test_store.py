@@ -33,7 +33,7 @@ from google.cloud import bigquery
 from connectors.bigquery_store import BigQueryStore, store_error
 from connectors.sqlite_store import SqliteStore
 from pipeline.store import ACTIONS, ANOMALIES, LAYOUTS, METRICS_RAW, Store, StoreError, TableLayout, metric_event_id
-from schemas import ActionResult, Anomaly, IncidentEvent, MetricSample
+from schemas import ActionResult, ActionTaken, Anomaly, IncidentEvent, MetricSample
 
 PROJECT = "test-project"
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -262,6 +262,10 @@ def incident(event: int, change: str, service: str = "payment-api", minute: int 
         started_at=T0, updated_at=T0 + timedelta(minutes=minute), anomaly_count=event + 1, reason=f"change {event}",
         resolved_at=T0 + timedelta(minutes=minute) if change == "resolved" else None,
         resolution="recovered" if change == "resolved" else None,
+        actions=[  # as the policy republishes an incident: with its actions and their verdicts
+            ActionTaken(action_id="act-1", action_type="rollout_restart", requested_at=T0, verification="verified",
+                        verified_at=T0 + timedelta(minutes=minute))
+        ] if change == "resolved" else None,
     )  # fmt: skip
 
 
