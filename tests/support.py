@@ -28,6 +28,9 @@ from schemas import decode, topics
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
+TEST_RETENTION_HOURS = 100_000
+"""Metrics retention of test workers: the tests' samples date from 2026-01-05 on, and a worker reading the
+shared topic from its beginning must not spend its time dead-lettering the earlier tests' samples."""
 LEARNING_SECONDS = 1600
 """Quiet history a fleet run starts with: the default detector stays silent for its first 150 windows."""
 
@@ -70,7 +73,7 @@ class Worker:
                 "AIOPS_TOPIC_PARTITIONS": "3",
                 "AIOPS_LOG_FORMAT": "text",
                 "AIOPS_KAFKA_SESSION_TIMEOUT_SECONDS": "10",
-                "AIOPS_METRICS_RETENTION_HOURS": "100000",  # the tests' samples date from 2026-01-05 on
+                "AIOPS_METRICS_RETENTION_HOURS": str(TEST_RETENTION_HOURS),
             }
             | (env or {})
         )

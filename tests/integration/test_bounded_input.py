@@ -14,7 +14,7 @@ import pytest
 from aiops.kafka_local import free_port
 from schemas import DeadLetter, SampleColumns, WindowAggregate, decode, topics
 from tests.integration.test_worker_metrics import scrape, total
-from tests.support import consume_until, produce
+from tests.support import TEST_RETENTION_HOURS, consume_until, produce
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ async def test_samples_out_of_bounds_are_dead_lettered_with_the_reason_and_their
     batch = [sample(service, "cpu_usage", at) for at in seconds[:30]]
     batch += [sample(neighbour, "cpu_usage", at) for at in seconds[:30]]
     batch.insert(10, sample(service, "cpu_usage", datetime(9999, 12, 31, tzinfo=UTC), 1e9))
-    batch.insert(20, sample(service, "cpu_usage", start - timedelta(hours=73), 7.0))
+    batch.insert(20, sample(service, "cpu_usage", start - timedelta(hours=TEST_RETENTION_HOURS + 1), 7.0))
     # A second metric of a service allowed one: refused by detect, after ingest.
     batch += [sample(service, "custom_metric", at) for at in seconds[:30]]
     later = [sample(name, "cpu_usage", at) for name in (service, neighbour) for at in seconds[30:]]
@@ -49,7 +49,6 @@ async def test_samples_out_of_bounds_are_dead_lettered_with_the_reason_and_their
     port = free_port()
     worker = workers.start(
         AIOPS_WORKER_AGENTS="ingest,detect",
-        AIOPS_METRICS_RETENTION_HOURS="72",
         AIOPS_MAX_METRICS_PER_SERVICE="1",
         AIOPS_METRICS_PORT=str(port),
     )
