@@ -41,7 +41,7 @@ class AnomalyLikelihood:
     """
 
     __slots__ = ("window", "floor", "min_history", "recent", "recent_sum", "history", "quantile", "tail_alpha",
-                 "bins", "tail_spread", "refresh", "learned")  # fmt: skip
+                 "bins", "weight", "tail_spread", "refresh", "learned")  # fmt: skip
 
     def __init__(
         self,
@@ -63,18 +63,18 @@ class AnomalyLikelihood:
         self.quantile = quantile
         self.tail_alpha = tail_alpha
         self.bins = array("f", bytes(4 * bins)) if quantile is not None else array("f")
+        self.weight = 1.0
         self.tail_spread = 0.0
         self.refresh = refresh
         self.learned = 0
 
     def score_one(self, raw: float | None) -> float:
         history = self.history
-        if raw is None or history.n < self.min_history:
-            return 0.0
-        spread = max(math.sqrt(history.var), self.floor, self.tail_spread)
+        if raw is None or raw <= history.mean or history.n < self.min_history:
+            return 0.0  # (at or below the mean: no tail to speak of)
         # a point is judged by the run that ends in it, never by more than its own raw score
         average = min((self.recent_sum + raw) / (len(self.recent) + 1), raw)
-        z = (average - history.mean) / spread
+        z = (average - history.mean) / max(math.sqrt(history.var), self.floor, self.tail_spread)
         return tail_decades(z)
 
     def learn_one(self, raw: float | None) -> None:
@@ -91,13 +91,15 @@ class AnomalyLikelihood:
             return
         bins = self.bins
         n = len(bins)
-        bins[min(int(average * n), n - 1)] += 1.0
+        bins[min(int(average * n), n - 1)] += self.weight
         self.learned += 1
         if self.learned % self.refresh == 0:
-            # forgetting a block of ``refresh`` points at once: within a block every point weighs alike
-            keep = (1.0 - self.tail_alpha) ** self.refresh
-            for i in range(n):
-                bins[i] *= keep
+            # forgetting a block of ``refresh`` points at once, by weighing the next block more
+            self.weight /= (1.0 - self.tail_alpha) ** self.refresh
+            if self.weight > 1e6:
+                for i in range(n):
+                    bins[i] /= self.weight
+                self.weight = 1.0
             self._read_tail()
 
     def _read_tail(self) -> None:
