@@ -328,7 +328,7 @@ def _wait_until_enforced(cluster: Cluster) -> None:
 
     def can_get() -> bool:
         try:
-            apps.read_namespaced_deployment(worker, NS, _preload_content=False).release_conn()
+            as_json(apps.read_namespaced_deployment, worker, NS)  # read whole: the connection is reused
             return True
         except ApiException:
             return False
@@ -336,7 +336,7 @@ def _wait_until_enforced(cluster: Cluster) -> None:
     def refused_an_image_change() -> bool:
         patch = {"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": "evil:1"}]}}}}
         try:
-            apps.patch_namespaced_deployment(worker, NS, patch, dry_run="All", _preload_content=False).release_conn()
+            as_json(apps.patch_namespaced_deployment, worker, NS, patch, dry_run="All")
             return False
         except ApiException as exc:
             return exc.status == 422
@@ -348,7 +348,7 @@ def _wait_until_enforced(cluster: Cluster) -> None:
 
 def can_get_sa(cluster: Cluster, namespace: str) -> bool:
     try:
-        cluster.core.read_namespaced_service_account("default", namespace, _preload_content=False).release_conn()
+        as_json(cluster.core.read_namespaced_service_account, "default", namespace)
         return True
     except ApiException:
         return False
