@@ -35,6 +35,7 @@ from connectors.actions import ActionExecutor
 from connectors.errors import PermanentActionError
 from connectors.gke import RESTARTED_AT, GkeConnector
 from schemas import ActionRequest, ActionResult, ActionStatus, decode, topics
+from tests.integration.test_deploy_manifests import ACTUATOR_RULES
 from tests.support import FleetRun, consume_until
 
 NS = "default"  # where the dev overlay lets the actuator act
@@ -1063,16 +1064,7 @@ def test_the_actuator_may_do_exactly_what_its_actions_need(cluster: Cluster) -> 
     with config.new_client_from_config(str(nobody_kubeconfig), persist_config=False) as nobody_client:
         everyone = granted_rules(nobody_client)
 
-    assert granted_rules(cluster.actuator) - everyone == {
-        ("apps", "deployments", "get"),
-        ("apps", "deployments", "patch"),
-        ("apps", "deployments/scale", "get"),
-        ("apps", "deployments/scale", "patch"),
-        ("autoscaling", "horizontalpodautoscalers", "list"),
-        ("autoscaling", "horizontalpodautoscalers", "patch"),
-        ("", "pods", "list"),
-        ("", "pods", "delete"),
-    }
+    assert granted_rules(cluster.actuator) - everyone == ACTUATOR_RULES
     assert ("", "secrets", "get") not in everyone  # the baseline grants nothing of substance
 
 
