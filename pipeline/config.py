@@ -51,8 +51,8 @@ class Settings(BaseSettings):
         24,
         ge=1,
         le=256,
-        description="Metrics one service may have; a sample of one more is dead-lettered. A metric's model takes "
-        "about 25 KB of the service's state record, which must fit Kafka's 1 MB message limit.",
+        description="Metrics one service may have; a sample of one more is dead-lettered. Every metric's model "
+        "shares the service's one state record, which must fit Kafka's 1 MB message limit.",
     )
     max_series_per_worker: int = Field(
         50_000, ge=1, description="Series (service, metric) one worker holds; a sample of one more is dead-lettered."
