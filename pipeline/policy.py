@@ -220,15 +220,13 @@ class PolicyState:
     announcement republishes."""
     actions_taken: dict[str, list[ActionTaken]] = field(default_factory=dict)
     """Per open incident, the actions on it so far."""
-    unannounced: set[str] = field(default_factory=set)
-    """Incidents whose actions changed before their state was known: announced when it arrives."""
 
     def __setstate__(self, state: dict) -> None:
         # State saved by an older version reads back with nothing to verify or announce.
         self.__dict__.update(state)
         for name in ("open_incidents", "verifying", "incident_states", "actions_taken"):
             self.__dict__.setdefault(name, {})
-        for name in ("not_effective", "seen_incident_events", "unannounced"):
+        for name in ("not_effective", "seen_incident_events"):
             self.__dict__.setdefault(name, set())
 
 
@@ -283,12 +281,13 @@ def follow_incident(config: PolicyConfig, state: PolicyState, event: IncidentEve
     if len(state.seen_incident_events) > MAX_REMEMBERED_EVENTS:
         state.seen_incident_events = {event.event_id}
     service, at_ms, incident_id = event.service_name, _ms(event.updated_at), event.incident_id
+    first_seen = incident_id not in state.incident_states
     if service in config.catalog:
         state.incident_states[incident_id] = event
     if event.change is not IncidentChange.RESOLVED:
         state.open_incidents[service] = incident_id
         decisions = _overdue(state, service, incident_id, event.updated_at)
-        if incident_id in state.unannounced and (taken := state.actions_taken.get(incident_id)):
+        if first_seen and (taken := state.actions_taken.get(incident_id)):  # acted on before its state came
             decisions.extend(_announce(state, incident_id, taken[-1].action_id, "requested", event.updated_at))
         return decisions
     decisions: list[Decision] = []
@@ -310,7 +309,6 @@ def follow_incident(config: PolicyConfig, state: PolicyState, event: IncidentEve
     state.not_effective.discard(incident_id)
     for kept in (state.incident_states, state.actions_taken):
         kept.pop(incident_id, None)
-    state.unannounced.discard(incident_id)
     return decisions
 
 
@@ -334,9 +332,7 @@ def _announce(state: PolicyState, incident_id: str, action_id: str, what: str, a
     """
     current = state.incident_states.get(incident_id)
     if current is None:
-        state.unannounced.add(incident_id)
-        return []
-    state.unannounced.discard(incident_id)
+        return []  # announced when the incident's state arrives (follow_incident)
     actions = state.actions_taken.get(incident_id, [])
     if not actions:
         return []
